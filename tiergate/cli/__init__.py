@@ -1,0 +1,58 @@
+"""The `tiergate` command. Each area's commands live in their own module with a `register(app)` function;
+commands stay thin calls into the library and import heavy modules (torch, transformers) inside the command."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from tiergate.errors import TiergateError
+
+# Modules that add commands; each defines register(app: typer.Typer) -> None.
+_AREAS = [
+    "tiergate.cli.gateway",   # serve, keys, logs, config
+    "tiergate.cli.costs",     # costs report, tco, advise
+    "tiergate.cli.train",     # data, train, eval, compare, models
+]
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="tiergate",
+        help="Move narrow LLM workloads from frontier APIs to small models you own.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    for module in _AREAS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name == module:
+                continue  # area not built yet
+            raise
+        mod.register(app)
+    return app
+
+
+def main() -> None:
+    app = build_app()
+    try:
+        app(standalone_mode=False)
+    except TiergateError as exc:
+        typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
