@@ -144,6 +144,11 @@ class ServerConfig(_Model):
 
 
 class AuthConfig(_Model):
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        return None if v == "" else v
+
     require_key: bool = Field(True, description="require a gateway key (tiergate keys create)")
     admin_token: SecretStr | None = Field(None, description="bearer token for /admin (env TIERGATE_ADMIN_TOKEN)")
     key_cache_s: float = Field(5.0, ge=0, description="how long a key check is cached (revocation delay)")
@@ -201,15 +206,15 @@ class Config(_Model):
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _interpolate(node: Any, where: str) -> Any:
+def _interpolate(node: Any, where: str, env: Any) -> Any:
     if isinstance(node, dict):
-        return {k: _interpolate(v, f"{where}.{k}" if where else str(k)) for k, v in node.items()}
+        return {k: _interpolate(v, f"{where}.{k}" if where else str(k), env) for k, v in node.items()}
     if isinstance(node, list):
-        return [_interpolate(v, f"{where}[{i}]") for i, v in enumerate(node)]
+        return [_interpolate(v, f"{where}[{i}]", env) for i, v in enumerate(node)]
     if isinstance(node, str):
 
         def sub(m: re.Match[str]) -> str:
-            value = os.environ.get(m.group(1))
+            value = env.get(m.group(1))
             if value is None:
                 if m.group(2) is None:
                     raise ConfigError(f"{where}: environment variable {m.group(1)} is not set")
@@ -303,7 +308,7 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, s
             raise ConfigError(f"{source}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: the top level must be a mapping")
-        data = _interpolate(data, "")
+        data = _interpolate(data, "", env)
         if data.get("pricebook") and not os.path.isabs(data["pricebook"]):
             data["pricebook"] = str((p.parent / data["pricebook"]).resolve())
     data = apply_env_overrides(data, dict(env))

@@ -1,0 +1,169 @@
+"""Gateway commands: serve, keys, logs, config."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tiergate.cli.common import ConfigOption, DbOption, get_config, open_engine
+
+console = Console()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve", help="Run the OpenAI-compatible gateway.")(serve)
+    keys = typer.Typer(help="Gateway API keys (stored hashed).", no_args_is_help=True)
+    keys.command("create")(keys_create)
+    keys.command("list")(keys_list)
+    keys.command("revoke")(keys_revoke)
+    app.add_typer(keys, name="keys")
+    app.command("logs", help="Query captured records as a table or JSON lines.")(logs_show)
+    store = typer.Typer(help="The capture store.", no_args_is_help=True)
+    store.command("migrate")(store_migrate)
+    store.command("replay-spill")(logs_replay)
+    app.add_typer(store, name="store")
+    cfg = typer.Typer(help="Configuration.", no_args_is_help=True)
+    cfg.command("check")(config_check)
+    app.add_typer(cfg, name="config")
+
+
+def serve(
+    config: Optional[Path] = ConfigOption,
+    host: Optional[str] = typer.Option(None, help="bind address (default from config: 127.0.0.1)"),
+    port: Optional[int] = typer.Option(None, help="port (default from config: 8080)"),
+    db: Optional[str] = DbOption,
+) -> None:
+    from tiergate.gateway.server import serve as run
+
+    cfg = get_config(config, db)
+    run(cfg, host=host, port=port)
+
+
+def keys_create(
+    name: str = typer.Argument(..., help="a name for the key (who uses it)"),
+    workload: list[str] = typer.Option([], "--workload", "-w", help="limit the key to these workloads"),
+    config: Optional[Path] = ConfigOption, db: Optional[str] = DbOption,
+) -> None:
+    """Create a gateway key; the secret is printed once."""
+    from tiergate.store.keys import create_key
+
+    engine = open_engine(get_config(config, db))
+    key_id, secret = create_key(engine, name, workload or None)
+    console.print(f"created key [bold]{key_id}[/] ({name}); the secret is shown only now:", style="green", highlight=False)
+    print(secret)
+
+
+def keys_list(config: Optional[Path] = ConfigOption, db: Optional[str] = DbOption,
+              json_out: bool = typer.Option(False, "--json", help="print JSON lines")) -> None:
+    from tiergate.store.keys import list_keys
+
+    rows = list_keys(open_engine(get_config(config, db)))
+    if json_out:
+        for r in rows:
+            print(json.dumps(r))
+        return
+    t = Table("id", "name", "prefix", "created", "revoked", "workloads")
+    for r in rows:
+        t.add_row(r["id"], r["name"], r["prefix"] + "…", _ts(r["created_at"]), _ts(r["revoked_at"]),
+                  ",".join(r["workloads"] or []) or "all")
+    console.print(t)
+
+
+def keys_revoke(key: str = typer.Argument(..., help="key id or name"),
+                config: Optional[Path] = ConfigOption, db: Optional[str] = DbOption) -> None:
+    from tiergate.store.keys import revoke_key
+
+    n = revoke_key(open_engine(get_config(config, db)), key)
+    console.print(f"revoked {n} key(s) matching {key!r}")
+
+
+def _ts(t: float | None) -> str:
+    return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else ""
+
+
+def _since(value: str | None) -> float | None:
+    if not value:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1] in units and value[:-1].replace(".", "", 1).isdigit():
+        return dt.datetime.now().timestamp() - float(value[:-1]) * units[value[-1]]
+    try:
+        return dt.datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise typer.BadParameter(f"{value!r}: use a duration like 30m, 2h, 7d or an ISO date") from None
+
+
+def logs_show(
+    workload: Optional[str] = typer.Option(None, "--workload", "-w"),
+    tier: Optional[str] = typer.Option(None, "--tier", "-t"),
+    status: Optional[str] = typer.Option(None, "--status", help="ok or error"),
+    since: Optional[str] = typer.Option(None, "--since", help="e.g. 30m, 2h, 7d or an ISO date"),
+    limit: int = typer.Option(20, "--limit", "-n"),
+    jsonl: bool = typer.Option(False, "--jsonl", help="full records as JSON lines"),
+    config: Optional[Path] = ConfigOption, db: Optional[str] = DbOption,
+) -> None:
+    """Show captured records, newest first (a table, or JSON lines with --jsonl)."""
+    from tiergate.store.records import query_records
+
+    rows = query_records(open_engine(get_config(config, db)), workload=workload, tier=tier, status=status,
+                         since=_since(since), limit=limit)
+    if jsonl:
+        for r in rows:
+            sys.stdout.write(json.dumps(r, default=str) + "\n")
+        return
+    t = Table("time", "workload", "tier", "reason", "status", "tokens", "ms", "cost $", "prompt → answer")
+    for r in rows:
+        prompt = ""
+        if r["messages"]:
+            last = r["messages"][-1]
+            prompt = last.get("content") if isinstance(last.get("content"), str) else "[parts]"
+        summary = f"{(prompt or '')[:40]!s} → {(r['answer'] or r['error'] or '')[:40]}"
+        t.add_row(_ts(r["created_at"]), r["workload"], r["tier"] or "-", r["route_reason"] or "-",
+                  r["status"] if r["status"] == "ok" else f"[red]{r['status']} {r['http_status']}[/]",
+                  f"{r['prompt_tokens'] or 0}/{r['completion_tokens'] or 0}", f"{r['latency_ms'] or 0:.0f}",
+                  f"{r['cost_usd'] or 0:.6f}", summary.replace("\n", " "))
+    console.print(t)
+
+
+def logs_replay(path: Path = typer.Argument(..., help="spill file written when the store was unavailable"),
+                config: Optional[Path] = ConfigOption, db: Optional[str] = DbOption) -> None:
+    """Load records kept in a spill file back into the store."""
+    from tiergate.store.writer import replay_spill
+
+    if not path.is_file():
+        raise typer.BadParameter(f"{path}: no such file")
+    n = replay_spill(open_engine(get_config(config, db)), str(path))
+    console.print(f"replayed {n} records from {path}")
+
+
+def store_migrate(config: Optional[Path] = ConfigOption, db: Optional[str] = DbOption) -> None:
+    """Create or upgrade the store's schema (the gateway also does this at start)."""
+    from tiergate.store.db import create_store_engine
+    from tiergate.store.migrations import migrate
+
+    cfg = get_config(config, db)
+    done = migrate(create_store_engine(cfg.store.url))
+    console.print(f"applied: {', '.join(done) or 'nothing (up to date)'}")
+
+
+def config_check(config: Optional[Path] = ConfigOption) -> None:
+    """Validate a config file (and its routers) without starting anything."""
+    from tiergate.routing.policy import Routing
+
+    cfg = get_config(config)
+    Routing.from_config(cfg)
+    t = Table("tier", "kind", "zone", "model / url", "fallback")
+    for name, tier in cfg.tiers.items():
+        where = getattr(tier, "base_url", None) or getattr(tier, "model", "")
+        t.add_row(name, tier.kind, tier.zone, str(where), tier.fallback or "")
+    console.print(t)
+    console.print(f"workloads: {', '.join(cfg.workloads) or '(none: default tier ' + str(cfg.routing.default_tier) + ')'}")
+    console.print(f"store: {cfg.store.url.split('@')[-1]}")
+    console.print("[green]config OK[/]")

@@ -1,0 +1,92 @@
+"""The HTTP routes: a thin layer over `core.Gateway`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tiergate.errors import InvalidRequest, PayloadTooLarge, TiergateError
+from tiergate.gateway.core import Gateway
+from tiergate.gateway.errors import error_response
+
+
+def _gw(request: Request) -> Gateway:
+    return request.app.state.gateway  # type: ignore[no-any-return]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing (413) anything over `limit` bytes without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise PayloadTooLarge(f"The request body is {declared} bytes; this gateway accepts up to {limit}.")
+        except ValueError:
+            raise InvalidRequest("Invalid Content-Length header.") from None
+        return await request.body()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body is over {limit} bytes, the most this gateway accepts.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def chat_completions(request: Request) -> Response:
+    gw = _gw(request)
+    try:
+        raw = await read_body(request, gw.config.server.max_body_bytes)
+    except TiergateError as exc:
+        return error_response(exc)
+    except ClientDisconnect:
+        return Response(status_code=499)
+    try:
+        return await gw.chat(raw, request.headers)
+    except TiergateError as exc:  # authentication: refused before a record exists
+        return error_response(exc)
+
+
+async def list_models(request: Request) -> Response:
+    gw = _gw(request)
+    try:
+        await gw.keys.check(request.headers)
+    except TiergateError as exc:
+        return error_response(exc)
+    created = int(gw.started_at)
+    data = [{"id": name, "object": "model", "created": created, "owned_by": "tiergate",
+             "tiergate": {"routes_to": target}} for name, target in sorted(gw.routing.model_map.items())]
+    if not any(d["id"] == "auto" for d in data):
+        data.insert(0, {"id": "auto", "object": "model", "created": created, "owned_by": "tiergate",
+                        "tiergate": {"routes_to": "auto"}})
+    return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+
+async def healthz(request: Request) -> Response:
+    gw = _gw(request)
+    tiers = {n: {"kind": t.kind, "zone": t.zone, "circuit": gw.breakers[n].state.value} for n, t in gw.tiers.items()}
+    body: dict[str, Any] = {
+        "status": "ok" if gw.ready else "starting", "uptime_s": round(time.time() - gw.started_at, 1),
+        "tiers": tiers, "writer": {"queue_depth": gw.writer.depth, "written": gw.writer.written,
+                                   "spilled": gw.writer.spilled},
+    }
+    return JSONResponse(body, status_code=200 if gw.ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    return Response(_gw(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+routes = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]

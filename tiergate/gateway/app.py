@@ -1,0 +1,53 @@
+"""The ASGI app.
+
+    app = create_app(load_config("tiergate.yaml"))
+    uvicorn.run(app, host="127.0.0.1", port=8080)
+
+Starting opens the store (migrating it), starts the capture writer and loads the tiers; stopping closes the
+tiers and drains the writer, so a graceful shutdown loses no record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from sqlalchemy import Engine
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+
+from tiergate.config import Config
+from tiergate.errors import TiergateError
+from tiergate.gateway import admin, api
+from tiergate.gateway.core import Gateway
+from tiergate.gateway.errors import http_error_handler, tiergate_error_handler, unhandled_error_handler
+from tiergate.store.db import open_store
+
+
+def create_app(config: Config, *, engine: Engine | None = None) -> Starlette:
+    owns_engine = engine is None
+    engine = engine or open_store(config.store.url)
+    gateway = Gateway(config, engine)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.close()
+            if owns_engine:
+                engine.dispose()
+
+    app = Starlette(
+        routes=[*api.routes, *admin.routes],
+        lifespan=lifespan,
+        exception_handlers={
+            TiergateError: tiergate_error_handler,
+            HTTPException: http_error_handler,
+            Exception: unhandled_error_handler,
+        },
+    )
+    app.state.gateway = gateway
+    app.state.config = config
+    return app

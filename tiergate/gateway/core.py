@@ -1,0 +1,404 @@
+"""The request path: route, dispatch with circuit breakers and fallback, account, capture.
+
+    gw = Gateway(config, engine)
+    await gw.start()
+    response = await gw.chat(raw_body, headers)      # a Starlette Response, success or OpenAI-shaped error
+    await gw.close()                                  # closes tiers, drains the capture writer
+
+Every request that passes authentication becomes one record, whatever happens to it (errors included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine
+from starlette.responses import Response, StreamingResponse
+
+from tiergate.config import Config
+from tiergate.errors import (
+    InvalidRequest,
+    PermissionDenied,
+    PrivacyViolation,
+    RateLimited,
+    TiergateError,
+    UpstreamError,
+    UpstreamHTTPError,
+    UpstreamTimeout,
+)
+from tiergate.gateway.auth import KeyChecker
+from tiergate.gateway.errors import error_response
+from tiergate.gateway.metrics import Metrics
+from tiergate.gateway.validate import parse_body, validate_chat_request
+from tiergate.routing.base import RouteDecision, RouteRequest
+from tiergate.routing.policy import Routing
+from tiergate.store.writer import RecordWriter
+from tiergate.tiers.base import StreamChunk, Tier, TierResult
+from tiergate.tiers.registry import build_tier
+from tiergate.tiers.resilience import CircuitBreaker
+
+log = logging.getLogger("tiergate.gateway")
+
+WORKLOAD_HEADER = "x-tiergate-workload"
+STICKY_HEADER = "x-tiergate-sticky-key"
+
+
+def _estimate_tokens(text: str) -> int:
+    return max(1, math.ceil(len(text) / 4)) if text else 0
+
+
+@dataclass
+class Dispatched:
+    tier: str
+    reason: str
+    fell_back_from: list[str]
+
+
+class Gateway:
+    def __init__(self, config: Config, engine: Engine, *, tiers: dict[str, Tier] | None = None) -> None:
+        self.config = config
+        self.engine = engine
+        self.metrics = Metrics()
+        self.tiers: dict[str, Tier] = tiers or {n: build_tier(n, c) for n, c in config.tiers.items()}
+        self.breakers = {
+            n: CircuitBreaker.from_config(c.breaker, name=n) for n, c in config.tiers.items()
+        }
+        self.pricers = _build_pricers(config)
+        extra_models = {m: n for n, t in self.tiers.items() for m in t.model_names()}
+        self.routing = Routing.from_config(config, extra_models=extra_models)
+        s = config.store
+        self.writer = RecordWriter(
+            engine, queue_size=s.queue_size, batch_size=s.batch_size, flush_interval_s=s.flush_interval_ms / 1000,
+            spill_path=s.spill_path, on_written=self.metrics.records_written.inc,
+        )
+        self.metrics.bind_writer(lambda: self.writer.depth, lambda: self.writer.spilled)
+        token = config.auth.admin_token.get_secret_value() if config.auth.admin_token else None
+        self.keys = KeyChecker(engine, required=config.auth.require_key, cache_s=config.auth.key_cache_s,
+                               admin_token=token)
+        self.inflight = 0
+        self.started_at = time.time()
+        self.ready = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.writer.start()
+        await asyncio.gather(*(t.start() for t in self.tiers.values()))
+        await asyncio.gather(*(r.start() for r in self.routing.routers()))
+        self.ready = True
+
+    async def close(self) -> None:
+        self.ready = False
+        results = await asyncio.gather(*(t.close() for t in self.tiers.values()), return_exceptions=True)
+        for r in results:
+            if isinstance(r, Exception):
+                log.warning("closing a tier failed: %s", r)
+        await self.writer.close()
+
+    # -- the request path --------------------------------------------------------------------------------------
+    async def chat(self, raw: bytes, headers: Any) -> Response:
+        t0 = time.perf_counter()
+        key = await self.keys.check(headers)  # unauthenticated requests are refused, not captured
+        rec: dict[str, Any] = {
+            "request_id": "req_" + os.urandom(12).hex(), "created_at": time.time(),
+            "workload": self.config.routing.default_workload, "status": "error", "role": "primary",
+            "api_key_id": key["id"] if key else None, "stream": False,
+        }
+        self.inflight += 1
+        self.metrics.inflight.inc()
+        streaming = False
+        try:
+            if self.inflight > self.config.server.max_inflight:
+                raise RateLimited("The gateway is at its in-flight limit; retry shortly.", code="overloaded")
+            body = parse_body(raw)
+            rec["model"] = body.get("model") if isinstance(body.get("model"), str) else None
+            validate_chat_request(body)
+            workload = self._workload(body, headers)
+            rec["workload"] = workload
+            self._capture_request(rec, body, headers)
+            if key and key.get("workloads") and workload not in key["workloads"]:
+                raise PermissionDenied(f"This key may not use workload {workload!r}.", param="workload")
+            td = time.perf_counter()
+            decision = await self.routing.route(RouteRequest(body, workload, self._sticky(body, headers)))
+            self.metrics.decision.labels(workload).observe(time.perf_counter() - td)
+            rec.update(tier=decision.tier, route_reason=decision.reason, route_score=decision.score)
+            if decision.tier not in self.tiers:
+                raise InvalidRequest(f"route chose unknown tier {decision.tier!r}")
+            self.tiers[decision.tier].check_request(body)
+            if body.get("stream"):
+                rec["stream"] = True
+                response = await self._stream(body, decision, rec, t0)
+                streaming = True  # from here the relay records the request when the stream ends
+                return response
+            result, d = await self._complete(body, decision)
+            return self._respond(result, d, decision, rec, t0)
+        except TiergateError as exc:
+            self._fail(rec, exc, t0)
+            return error_response(exc, self._headers(rec))
+        finally:
+            if not streaming:
+                self._done()
+                await self.writer.put(rec)
+
+    def _done(self) -> None:
+        self.inflight -= 1
+        self.metrics.inflight.dec()
+
+    def _workload(self, body: dict[str, Any], headers: Any) -> str:
+        wl = headers.get(WORKLOAD_HEADER)
+        if not wl:
+            md = body.get("metadata")
+            if isinstance(md, dict):
+                wl = md.get("workload")
+        if wl is None:
+            return self.config.routing.default_workload
+        if not isinstance(wl, str) or not wl or len(wl) > 128:
+            raise InvalidRequest("The workload must be a string of 1 to 128 characters.", param="metadata.workload")
+        return wl
+
+    @staticmethod
+    def _sticky(body: dict[str, Any], headers: Any) -> str | None:
+        user = body.get("user")
+        return headers.get(STICKY_HEADER) or (user if isinstance(user, str) else None)
+
+    def _capture_request(self, rec: dict[str, Any], body: dict[str, Any], headers: Any) -> None:
+        if self.config.store.capture_messages:
+            rec["messages"] = body.get("messages")
+        rec["params"] = {k: v for k, v in body.items() if k != "messages"}
+        user = body.get("user")
+        rec["caller"] = headers.get("x-tiergate-caller") or (user if isinstance(user, str) else None)
+
+    def _chain(self, decision: RouteDecision) -> list[str]:
+        """The decided tier and its fallbacks, in order; on-prem only when the decision says so."""
+        chain: list[str] = []
+        name: str | None = decision.tier
+        while name is not None and name not in chain:
+            chain.append(name)
+            name = self.config.tiers[name].fallback
+        if decision.on_prem_only:
+            chain = [n for n in chain if self.tiers[n].zone == "on_prem"]
+            if not chain:
+                raise PrivacyViolation("This request must stay on-prem and no on-prem tier can take it.")
+        return chain
+
+    async def _complete(self, body: dict[str, Any], decision: RouteDecision) -> tuple[TierResult, Dispatched]:
+        failed: list[str] = []
+        last: TiergateError | None = None
+        for name in self._chain(decision):
+            breaker = self.breakers[name]
+            if not breaker.allow():
+                failed.append(name)
+                last = last or UpstreamError(f"Tier {name!r} is unavailable (circuit open).", code="circuit_open")
+                continue
+            tier = self.tiers[name]
+            if failed:
+                try:
+                    tier.check_request(body)
+                except InvalidRequest:
+                    continue
+            try:
+                result = await tier.complete(body)
+            except (UpstreamError, UpstreamTimeout) as exc:
+                if isinstance(exc, UpstreamHTTPError) and exc.status != 429:
+                    breaker.record_success()  # the tier is up; the request was refused
+                    raise
+                breaker.record_failure()
+                self.metrics.tier_failures.labels(name, type(exc).__name__).inc()
+                self.metrics.breaker_open.labels(name).set(1 if breaker.state.value == "open" else 0)
+                failed.append(name)
+                last = exc
+                continue
+            breaker.record_success()
+            if failed:
+                self.metrics.fallbacks.labels(failed[0], name).inc()
+            return result, Dispatched(name, "fallback" if failed else decision.reason, failed)
+        assert last is not None
+        raise last
+
+    def _headers(self, rec: dict[str, Any]) -> dict[str, str]:
+        h = {"X-Tiergate-Request-Id": rec["request_id"], "X-Tiergate-Workload": rec["workload"]}
+        if rec.get("tier"):
+            h["X-Tiergate-Tier"] = rec["tier"]
+            h["X-Tiergate-Route-Reason"] = rec.get("route_reason") or ""
+        if rec.get("cost_usd") is not None:
+            h["X-Tiergate-Cost-USD"] = f"{rec['cost_usd']:.8f}"
+        return h
+
+    def _account(self, rec: dict[str, Any], tier: str, prompt_tokens: int, completion_tokens: int) -> None:
+        cost = self.pricers[tier].cost(prompt_tokens, completion_tokens)
+        rec.update(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost)
+        wl = rec["workload"]
+        self.metrics.tokens.labels(wl, tier, "prompt").inc(prompt_tokens)
+        self.metrics.tokens.labels(wl, tier, "completion").inc(completion_tokens)
+        self.metrics.cost.labels(wl, tier, rec["role"]).inc(cost)
+
+    def _respond(self, result: TierResult, d: Dispatched, decision: RouteDecision, rec: dict[str, Any],
+                 t0: float) -> Response:
+        rec.update(tier=d.tier, route_reason=d.reason, status="ok", http_status=200, answer=result.content)
+        extra: dict[str, Any] = {}
+        if result.confidence is not None:
+            extra["confidence"] = result.confidence
+        if result.extra:
+            extra.update(result.extra)
+        if d.fell_back_from:
+            extra["fallback_from"] = d.fell_back_from
+            extra["decided"] = {"tier": decision.tier, "reason": decision.reason}
+        try:
+            extra["finish_reason"] = result.data["choices"][0].get("finish_reason")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            pass
+        rec["response"] = extra or None
+        self._account(rec, d.tier, result.prompt_tokens, result.completion_tokens)
+        latency = time.perf_counter() - t0
+        rec["latency_ms"] = latency * 1000
+        self.metrics.latency.labels(rec["workload"], d.tier).observe(latency)
+        self.metrics.requests.labels(rec["workload"], d.tier, "ok").inc()
+        self.metrics.route_reasons.labels(rec["workload"], d.tier, d.reason).inc()
+        headers = self._headers(rec)
+        if result.confidence is not None:
+            headers["X-Tiergate-Confidence"] = f"{result.confidence:.6f}"
+        return Response(result.body_bytes(), media_type="application/json", headers=headers)
+
+    def _fail(self, rec: dict[str, Any], exc: TiergateError, t0: float) -> None:
+        rec.update(status="error", http_status=exc.status, error=f"{type(exc).__name__}: {exc.message}"[:2000])
+        rec["latency_ms"] = (time.perf_counter() - t0) * 1000
+        self.metrics.errors.labels(str(exc.status)).inc()
+        self.metrics.requests.labels(rec["workload"], rec.get("tier") or "", "error").inc()
+
+    # -- streaming ---------------------------------------------------------------------------------------------
+    async def _open_stream(self, body: dict[str, Any], decision: RouteDecision
+                           ) -> tuple[StreamChunk, AsyncIterator[StreamChunk], Dispatched]:
+        failed: list[str] = []
+        last: TiergateError | None = None
+        for name in self._chain(decision):
+            breaker = self.breakers[name]
+            if not breaker.allow():
+                failed.append(name)
+                last = last or UpstreamError(f"Tier {name!r} is unavailable (circuit open).", code="circuit_open")
+                continue
+            agen = self.tiers[name].stream(body)
+            try:
+                first = await agen.__anext__()
+            except StopAsyncIteration:
+                failed.append(name)
+                last = UpstreamError(f"Tier {name!r} sent an empty stream.")
+                breaker.record_failure()
+                continue
+            except (UpstreamError, UpstreamTimeout) as exc:
+                if isinstance(exc, UpstreamHTTPError) and exc.status != 429:
+                    breaker.record_success()
+                    raise
+                breaker.record_failure()
+                self.metrics.tier_failures.labels(name, type(exc).__name__).inc()
+                failed.append(name)
+                last = exc
+                continue
+            breaker.record_success()
+            if failed:
+                self.metrics.fallbacks.labels(failed[0], name).inc()
+            return first, agen, Dispatched(name, "fallback" if failed else decision.reason, failed)
+        assert last is not None
+        raise last
+
+    async def _stream(self, body: dict[str, Any], decision: RouteDecision, rec: dict[str, Any],
+                      t0: float) -> Response:
+        first, agen, d = await self._open_stream(body, decision)
+        rec.update(tier=d.tier, route_reason=d.reason)
+        headers = self._headers(rec)
+        return StreamingResponse(self._relay(first, agen, d, decision, rec, t0, body), media_type="text/event-stream",
+                                 headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def _relay(self, first: StreamChunk, agen: AsyncIterator[StreamChunk], d: Dispatched,
+                     decision: RouteDecision, rec: dict[str, Any], t0: float, body: dict[str, Any]
+                     ) -> AsyncIterator[bytes]:
+        parts: list[str] = []
+        usage: dict[str, Any] | None = None
+        finish: str | None = None
+        ended = False
+        try:
+            chunk: StreamChunk | None = first
+            while chunk is not None:
+                data = chunk.data
+                if data is None:
+                    ended = True
+                    cost_note = self._finish_stream(rec, d, decision, parts, usage, finish, body, t0)
+                    yield cost_note
+                    yield chunk.raw
+                    break
+                if data.get("usage"):
+                    usage = data["usage"]
+                for choice in data.get("choices") or ():
+                    delta = choice.get("delta") or {}
+                    if delta.get("content"):
+                        parts.append(delta["content"])
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+                yield chunk.raw
+                try:
+                    chunk = await agen.__anext__()
+                except StopAsyncIteration:
+                    chunk = None
+            if not ended:  # the tier ended without [DONE]
+                ended = True
+                yield self._finish_stream(rec, d, decision, parts, usage, finish, body, t0)
+                yield StreamChunk.done().raw
+        except TiergateError as exc:
+            self._fail(rec, exc, t0)
+            rec["answer"] = "".join(parts)
+            yield b"data: " + orjson.dumps(exc.to_openai()) + b"\n\n"
+        except asyncio.CancelledError:  # the client went away
+            rec.update(status="error", error="client disconnected", answer="".join(parts))
+            raise
+        finally:
+            if not ended and rec["status"] == "ok":
+                rec["status"] = "error"
+            self._done()
+            await asyncio.shield(self.writer.put(rec))
+
+    def _finish_stream(self, rec: dict[str, Any], d: Dispatched, decision: RouteDecision, parts: list[str],
+                       usage: dict[str, Any] | None, finish: str | None, body: dict[str, Any], t0: float) -> bytes:
+        answer = "".join(parts)
+        extra: dict[str, Any] = {"finish_reason": finish}
+        if usage and isinstance(usage.get("prompt_tokens"), int):
+            pt, ct = int(usage["prompt_tokens"]), int(usage.get("completion_tokens") or 0)
+        else:
+            from tiergate.routing.base import message_text
+
+            pt = _estimate_tokens("\n".join(message_text(m) for m in body.get("messages", [])))
+            ct = _estimate_tokens(answer)
+            extra["usage_estimated"] = True
+        if d.fell_back_from:
+            extra["fallback_from"] = d.fell_back_from
+            extra["decided"] = {"tier": decision.tier, "reason": decision.reason}
+        rec.update(status="ok", http_status=200, answer=answer, response=extra)
+        self._account(rec, d.tier, pt, ct)
+        latency = time.perf_counter() - t0
+        rec["latency_ms"] = latency * 1000
+        self.metrics.latency.labels(rec["workload"], d.tier).observe(latency)
+        self.metrics.requests.labels(rec["workload"], d.tier, "ok").inc()
+        self.metrics.route_reasons.labels(rec["workload"], d.tier, d.reason).inc()
+        # SSE comment lines are ignored by clients; this one carries the request's cost, known only now
+        return f": tiergate cost_usd={rec['cost_usd']:.8f} tier={d.tier}\n\n".encode()
+
+
+def _build_pricers(config: Config) -> dict[str, Any]:
+    from tiergate.costs.pricebook import load_pricebook
+    from tiergate.costs.pricing import build_pricer
+
+    book = load_pricebook(config.pricebook)
+    pricers = {}
+    for name, tier in config.tiers.items():
+        model = getattr(tier, "model", None)
+        pricer = build_pricer(tier.price, book, model=model if tier.kind == "upstream" else None)
+        if getattr(pricer, "unknown", False):
+            log.warning("tier %s: no price found (model %r): its cost is reported as 0 and flagged unknown",
+                        name, model)
+        pricers[name] = pricer
+    return pricers

@@ -1,0 +1,68 @@
+"""Queries over captured records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+
+from tiergate.store.schema import records
+
+
+def query_records(
+    engine: Engine,
+    *,
+    workload: str | None = None,
+    tier: str | None = None,
+    status: str | None = None,
+    role: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    limit: int | None = 50,
+    newest_first: bool = True,
+) -> list[dict[str, Any]]:
+    return list(iter_records(engine, workload=workload, tier=tier, status=status, role=role, since=since,
+                             until=until, limit=limit, newest_first=newest_first))
+
+
+def iter_records(
+    engine: Engine,
+    *,
+    workload: str | None = None,
+    tier: str | None = None,
+    status: str | None = None,
+    role: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    limit: int | None = None,
+    newest_first: bool = False,
+) -> Iterator[dict[str, Any]]:
+    q = select(records)
+    if workload is not None:
+        q = q.where(records.c.workload == workload)
+    if tier is not None:
+        q = q.where(records.c.tier == tier)
+    if status is not None:
+        q = q.where(records.c.status == status)
+    if role is not None:
+        q = q.where(records.c.role == role)
+    if since is not None:
+        q = q.where(records.c.created_at >= since)
+    if until is not None:
+        q = q.where(records.c.created_at < until)
+    q = q.order_by(records.c.id.desc() if newest_first else records.c.id.asc())
+    if limit is not None:
+        q = q.limit(limit)
+    with engine.connect() as conn:
+        for row in conn.execution_options(yield_per=1000).execute(q):
+            yield dict(row._mapping)
+
+
+def count_records(engine: Engine, **where: Any) -> int:
+    q = select(func.count()).select_from(records)
+    for key, value in where.items():
+        if value is not None:
+            q = q.where(records.c[key] == value)
+    with engine.connect() as conn:
+        return int(conn.execute(q).scalar_one())

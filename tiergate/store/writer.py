@@ -1,0 +1,191 @@
+"""The batched capture writer: records are queued on the request path and inserted in batches off it.
+
+    writer = RecordWriter(engine, queue_size=10000, batch_size=500)
+    await writer.start()
+    await writer.put(record)   # waits (backpressure) when the queue is full; never drops
+    await writer.close()       # drains and flushes everything queued
+
+A batch the database refuses is retried with backoff; if it still fails it is appended to the spill file
+(JSONL) so nothing captured is lost; `tiergate logs replay-spill` loads it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, insert
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from tiergate.store.schema import records
+
+log = logging.getLogger("tiergate.store")
+
+_COLUMNS = [str(c.name) for c in records.columns if c.name != "id"]
+
+
+def normalize_record(rec: dict[str, Any]) -> dict[str, Any]:
+    """Every column present (executemany needs one shape), unknown keys dropped."""
+    row = {name: rec.get(name) for name in _COLUMNS}
+    row["role"] = row["role"] or "primary"
+    row["stream"] = bool(row["stream"])
+    return row
+
+
+def insert_records(engine: Engine, rows: list[dict[str, Any]]) -> int:
+    """Insert normalized rows; a duplicate request_id skips that row instead of failing the batch."""
+    if not rows:
+        return 0
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(records), rows)
+        return len(rows)
+    except IntegrityError:
+        written = 0
+        for row in rows:
+            try:
+                with engine.begin() as conn:
+                    conn.execute(insert(records), [row])
+                written += 1
+            except IntegrityError:
+                log.warning("record %s already stored; skipped", row.get("request_id"))
+        return written
+
+
+class RecordWriter:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        queue_size: int = 10000,
+        batch_size: int = 500,
+        flush_interval_s: float = 0.05,
+        spill_path: str | None = "tiergate-spill.jsonl",
+        retries: int = 3,
+        on_written: Callable[[int], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.spill_path = spill_path
+        self.retries = retries
+        self.on_written = on_written
+        self._queue: asyncio.Queue[dict[str, Any]] | None = None
+        self._queue_size = queue_size
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._spill_lock = threading.Lock()
+        self.written = 0
+        self.spilled = 0
+        self.enqueued = 0
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize() if self._queue is not None else 0
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue(maxsize=self._queue_size)
+        self._task = asyncio.create_task(self._run(), name="tiergate-record-writer")
+
+    async def put(self, record: dict[str, Any]) -> None:
+        """Queue one record. Waits while the queue is full: callers feel backpressure, nothing is dropped."""
+        if self._queue is None or self._closing and self._task is None:
+            # Not running (CLI use, or after close): write through synchronously.
+            await asyncio.to_thread(self._write_batch, [normalize_record(record)])
+            return
+        self.enqueued += 1
+        await self._queue.put(record)
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        q = self._queue
+        while True:
+            first = await q.get()
+            batch = [first]
+            if q.qsize() < self.batch_size and self.flush_interval_s > 0 and not self._closing:
+                # linger briefly so a trickle of requests becomes one transaction, not many
+                await asyncio.sleep(self.flush_interval_s)
+            while len(batch) < self.batch_size:
+                try:
+                    batch.append(q.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            rows = [normalize_record(r) for r in batch]
+            try:
+                await asyncio.to_thread(self._write_batch, rows)
+            finally:
+                for _ in batch:
+                    q.task_done()
+
+    def _write_batch(self, rows: list[dict[str, Any]]) -> None:
+        delay = 0.1
+        for attempt in range(1, self.retries + 1):
+            try:
+                n = insert_records(self.engine, rows)
+                self.written += n
+                if self.on_written:
+                    self.on_written(n)
+                return
+            except SQLAlchemyError as exc:
+                log.error("store write failed (attempt %d/%d): %s", attempt, self.retries, exc.__class__.__name__)
+                if attempt < self.retries:
+                    time.sleep(delay)
+                    delay *= 4
+        self._spill(rows)
+
+    def _spill(self, rows: list[dict[str, Any]]) -> None:
+        if not self.spill_path:
+            log.error("store unavailable and no spill file configured: %d records lost", len(rows))
+            return
+        with self._spill_lock, open(self.spill_path, "ab") as fh:
+            for row in rows:
+                fh.write(orjson.dumps(row, default=str, option=orjson.OPT_NON_STR_KEYS) + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.spilled += len(rows)
+        log.error("store unavailable: %d records kept in %s", len(rows), self.spill_path)
+
+    async def flush(self) -> None:
+        if self._queue is not None:
+            await self._queue.join()
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Drain everything queued, then stop."""
+        self._closing = True
+        if self._queue is None or self._task is None:
+            return
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout)
+        except TimeoutError:
+            log.error("writer drain timed out with %d records queued; spilling them", self._queue.qsize())
+            rest = []
+            while not self._queue.empty():
+                rest.append(normalize_record(self._queue.get_nowait()))
+                self._queue.task_done()
+            await asyncio.to_thread(self._spill, rest)
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None
+
+
+def replay_spill(engine: Engine, path: str) -> int:
+    """Load a spill file back into the store; returns records written. The file is renamed afterwards."""
+    rows = []
+    with open(path, "rb") as fh:
+        for line in fh:
+            if line.strip():
+                rows.append(normalize_record(orjson.loads(line)))
+    n = 0
+    for i in range(0, len(rows), 500):
+        n += insert_records(engine, rows[i:i + 500])
+    os.replace(path, path + f".replayed-{int(time.time())}")
+    return n

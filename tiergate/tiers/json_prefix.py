@@ -1,0 +1,210 @@
+"""An incremental checker for "is this text a prefix of a valid JSON object?", for constrained decoding.
+
+    checker = JsonPrefix()
+    checker.feed('{"a": [1, tr')   # True: still a valid prefix
+    trial = checker.copy(); trial.feed('}')   # False: the token is rejected, `checker` is untouched
+    checker.closing_suffix()       # 'ue]}' : the shortest text that completes the object
+    checker.done                   # True once the top-level object has closed
+
+The local tier's JSON mode asks this checker, at every decoding step, which of the model's most probable
+tokens keep the output a valid JSON prefix, and appends `closing_suffix()` when the token budget runs out, so
+the answer always parses. A pushdown automaton over characters: small, exact, and cheap to copy per candidate.
+"""
+
+from __future__ import annotations
+
+_WS = " \t\n\r"
+_DIGITS = "0123456789"
+_HEX = "0123456789abcdefABCDEF"
+_ESCAPES = '"\\/bfnrtu'
+_LITERALS = {"t": "true", "f": "false", "n": "null"}
+_NUM_TERMINAL = {"zero", "int", "frac", "expdigits"}
+
+
+class JsonPrefix:
+    """The state of a JSON-object prefix; `feed` advances it, `copy` branches it."""
+
+    __slots__ = ("stack", "mode", "is_key", "num", "literal", "unicode_left", "done", "ws_run")
+
+    def __init__(self) -> None:
+        self.stack: list[str] = []
+        self.mode = "start"
+        """start | value | value_or_close | key | key_or_close | colon | after | string | escape | unicode |
+        number | literal | done"""
+        self.is_key = False
+        self.num = ""
+        self.literal = ""
+        self.unicode_left = 0
+        self.done = False
+        self.ws_run = 0
+        """Whitespace characters in a row outside strings, so callers can stop runaway padding."""
+
+    def copy(self) -> JsonPrefix:
+        other = JsonPrefix.__new__(JsonPrefix)
+        other.stack = list(self.stack)
+        other.mode, other.is_key, other.num, other.literal = self.mode, self.is_key, self.num, self.literal
+        other.unicode_left, other.done, other.ws_run = self.unicode_left, self.done, self.ws_run
+        return other
+
+    def feed(self, text: str) -> bool:
+        """Advance over `text`; False (and a state not to be used further) when it breaks the prefix."""
+        return all(self._char(c) for c in text)
+
+    def accepts(self, text: str) -> bool:
+        """Would `text` keep this a valid prefix? Leaves this state unchanged."""
+        return self.copy().feed(text)
+
+    def _value_done(self) -> None:
+        self.mode = "after" if self.stack else "done"
+        self.done = not self.stack
+
+    def _char(self, c: str) -> bool:
+        mode = self.mode
+        if mode in ("string", "escape", "unicode"):
+            return self._string_char(c)
+        if mode == "number":
+            if self._number_char(c):
+                return True
+            if self.num not in _NUM_TERMINAL:
+                return False
+            self._value_done()
+            return self._char(c)
+        if mode == "literal":
+            if not self.literal or c != self.literal[0]:
+                return False
+            self.literal = self.literal[1:]
+            if not self.literal:
+                self._value_done()
+            return True
+        if c in _WS:
+            self.ws_run += 1
+            return True
+        self.ws_run = 0
+        if mode == "done":
+            return False
+        if mode == "start":
+            return self._open(c) if c == "{" else False
+        if mode in ("value", "value_or_close"):
+            if c == "]" and mode == "value_or_close":
+                return self._close(c)
+            return self._start_value(c)
+        if mode in ("key", "key_or_close"):
+            if c == "}" and mode == "key_or_close":
+                return self._close(c)
+            if c == '"':
+                self.mode, self.is_key = "string", True
+                return True
+            return False
+        if mode == "colon":
+            if c == ":":
+                self.mode = "value"
+                return True
+            return False
+        if mode == "after":
+            if c == ",":
+                self.mode = "key" if self.stack[-1] == "{" else "value"
+                return True
+            if c in "}]":
+                return self._close(c)
+            return False
+        return False
+
+    def _open(self, c: str) -> bool:
+        self.stack.append(c)
+        self.mode = "key_or_close" if c == "{" else "value_or_close"
+        return True
+
+    def _close(self, c: str) -> bool:
+        if not self.stack or {"}": "{", "]": "["}[c] != self.stack[-1]:
+            return False
+        self.stack.pop()
+        self._value_done()
+        return True
+
+    def _start_value(self, c: str) -> bool:
+        if c in "{[":
+            return self._open(c)
+        if c == '"':
+            self.mode, self.is_key = "string", False
+            return True
+        if c == "-" or c in _DIGITS:
+            self.mode = "number"
+            self.num = "sign" if c == "-" else ("zero" if c == "0" else "int")
+            return True
+        if c in _LITERALS:
+            self.mode, self.literal = "literal", _LITERALS[c][1:]
+            return True
+        return False
+
+    def _string_char(self, c: str) -> bool:
+        if self.mode == "escape":
+            if c not in _ESCAPES:
+                return False
+            if c == "u":
+                self.mode, self.unicode_left = "unicode", 4
+            else:
+                self.mode = "string"
+            return True
+        if self.mode == "unicode":
+            if c not in _HEX:
+                return False
+            self.unicode_left -= 1
+            if self.unicode_left == 0:
+                self.mode = "string"
+            return True
+        if c == "\\":
+            self.mode = "escape"
+            return True
+        if c == '"':
+            if self.is_key:
+                self.mode = "colon"
+            else:
+                self._value_done()
+            return True
+        return ord(c) >= 0x20
+
+    def _number_char(self, c: str) -> bool:
+        state = self.num
+        if c in _DIGITS:
+            nxt = {"sign": "zero" if c == "0" else "int", "int": "int", "dot": "frac", "frac": "frac",
+                   "exp": "expdigits", "expsign": "expdigits", "expdigits": "expdigits"}.get(state)
+        elif c == ".":
+            nxt = "dot" if state in ("zero", "int") else None
+        elif c in "eE":
+            nxt = "exp" if state in ("zero", "int", "frac") else None
+        elif c in "+-":
+            nxt = "expsign" if state == "exp" else None
+        else:
+            nxt = None
+        if nxt is None:
+            return False
+        self.num = nxt
+        return True
+
+    def closing_suffix(self) -> str:
+        """The shortest text (up to a placeholder `null`) that turns this prefix into a complete object."""
+        out = []
+        mode = self.mode
+        if mode == "start":
+            return "{}"
+        if mode == "escape":
+            out.append("n")
+            mode = "string"
+        elif mode == "unicode":
+            out.append("0" * self.unicode_left)
+            mode = "string"
+        if mode == "string":
+            out.append('"')
+            mode = "colon" if self.is_key else "after"
+        elif mode == "number":
+            out.append("" if self.num in _NUM_TERMINAL else "0")
+        elif mode == "literal":
+            out.append(self.literal)
+        if mode == "colon":
+            out.append(":null")
+        elif mode == "value":
+            out.append("null")
+        elif mode == "key":
+            out.append('"":null')
+        out.extend("}" if opener == "{" else "]" for opener in reversed(self.stack))
+        return "".join(out)
