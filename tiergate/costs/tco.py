@@ -33,12 +33,12 @@ from tiergate.costs.scenario import Pick, Scenario, has_range, pick
 from tiergate.errors import ConfigError
 
 COMPONENTS = {
-    "inference": "direct inference (tokens x price)",
-    "infrastructure": "infrastructure (instances, utilisation, redundancy)",
-    "evaluation_maintenance": "evaluation and maintenance",
+    "inference": "inference (tokens x price)",
+    "infrastructure": "infrastructure (instances)",
+    "evaluation_maintenance": "evaluation & maintenance",
     "prompt_maintenance": "prompt maintenance labour",
-    "fixed_monthly": "other fixed monthly costs",
-    "retraining": "periodic retraining",
+    "fixed_monthly": "other monthly costs",
+    "retraining": "retraining",
     "fine_tuning": "fine-tuning (one-time)",
     "data_preparation": "data preparation (one-time)",
     "other_one_time": "other one-time costs",
@@ -47,12 +47,12 @@ ONE_TIME = ("fine_tuning", "data_preparation", "other_one_time")
 
 KNOB_LABELS = {
     "volume": "monthly volume",
-    "input_tokens": "prompt tokens per request",
-    "output_tokens": "completion tokens per request",
+    "input_tokens": "prompt tokens",
+    "output_tokens": "completion tokens",
     "baseline_token_price": "baseline token prices",
     "infra_price": "infrastructure price",
-    "one_time": "fine-tuning, data and retraining costs",
-    "labour": "evaluation, maintenance and prompt labour",
+    "one_time": "fine-tune, data, retrain",
+    "labour": "evaluation & labour",
 }
 
 
@@ -262,8 +262,9 @@ class TcoModel:
         """Lowest first-month volume where the candidate's TCO is no higher than the baseline's; None if never.
 
         Scans volumes on a log grid (costs may step as instances are added), then bisects the first crossing."""
-        if self._gap(0.0, k) <= 0:
-            return 0.0
+        at_zero = self._gap(0.0, k)
+        if at_zero < 0 or (at_zero == 0 and self._gap(1.0, k) <= 0):
+            return 0.0  # the candidate is no dearer from the first request
         lo, steps = 1.0, 20  # grid points per decade
         decades = math.log10(max_volume)
         prev = 0.0

@@ -1,11 +1,13 @@
 """The TCO report: a JSON-ready dict built from a TcoModel, and its rendering for the terminal.
 
+    report = run_scenario("examples/tco/document-classification.yaml")
     report = build_report(model)           # {"paths": {...}, "savings_pct": 85.4, "break_even_monthly_volume": ...}
     render_console(report, Console())      # comparison table, savings, break-even, sensitivity
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from tiergate.costs.tco import COMPONENTS, KNOB_LABELS, Knobs, ranged
@@ -56,7 +58,7 @@ def build_report(model: TcoModel) -> dict[str, Any]:
         if spec.infrastructure is not None:
             entry["prices"].update(instance_monthly_usd=_usd(p.instance_monthly_usd), instance_source=p.instance_source)
             entry["instances"] = {"first_month": r.instances[0], "last_month": r.instances[-1], "max": max(r.instances)}
-        if spans is not None:
+        if spans is not None and spans[0][name].total_usd != spans[1][name].total_usd:
             lo, hi = spans[0][name], spans[1][name]
             entry["total_usd_range"] = [_usd(lo.total_usd), _usd(hi.total_usd)]
             entry["one_time_usd_range"] = [_usd(lo.one_time_usd), _usd(hi.one_time_usd)]
@@ -102,13 +104,23 @@ def build_report(model: TcoModel) -> dict[str, Any]:
 
 
 def money(x: float | None) -> str:
-    if x is None:
+    if x is None or x == 0:
         return "-"
-    return f"${x:,.0f}" if abs(x) >= 100 else f"${x:,.2f}"
+    sign, x = ("-" if x < 0 else ""), abs(x)
+    return f"{sign}${x:,.0f}" if x >= 100 else f"{sign}${x:,.2f}"
 
 
 def volume_text(v: float | None) -> str:
     return "never (within 10^13/month)" if v is None else f"{v:,.0f} requests/month"
+
+
+def payback_text(months: float | None) -> str:
+    if months is None:
+        return "not within the horizon"
+    if months < 1:
+        days = max(1, round(months * 365 / 12))
+        return f"{months:.2f} months (~{days} day{'s' if days > 1 else ''})"
+    return f"{months:.1f} months"
 
 
 def render_console(report: dict[str, Any], console: Console) -> None:
@@ -143,11 +155,13 @@ def render_console(report: dict[str, Any], console: Console) -> None:
     extra = f" (range {rng[0]:.1f}-{rng[1]:.1f}%)" if rng else ""
     console.print(f"[bold]savings[/bold]: {report['savings_pct']:.1f}%{extra}, {money(report['savings_usd'])} over "
                   f"{months} months: {cand['label']} instead of {base['label']}")
+    for name, pct in report["savings_pct_by_path"].items():
+        if name != report["candidate"]:
+            console.print(f"  also: {paths[name]['label']}: {pct:.1f}% savings ({money(paths[name]['total_usd'])})")
     console.print(f"[bold]break-even[/bold]: {volume_text(report['break_even_monthly_volume'])} "
                   f"(scenario: {report['inputs']['requests_per_month']:,.0f})")
     pb = report["payback_months"]
-    console.print(f"[bold]payback[/bold]: " + ("not within the horizon" if pb is None else f"{pb:.2f} months"
-                  + (f" (~{pb * 30.4:.0f} days)" if pb < 2 else "")))
+    console.print("[bold]payback[/bold]: " + payback_text(pb))
     sens = Table(title="sensitivity: savings (break-even volume) when one input changes", title_justify="left")
     sens.add_column("input")
     changes = sorted({row["change_pct"] for row in report["sensitivity"]})
@@ -163,3 +177,14 @@ def render_console(report: dict[str, Any], console: Console) -> None:
     console.print(sens)
     for note in report["notes"]:
         console.print(f"[yellow]note[/yellow]: {note}")
+
+
+def run_scenario(path: str | os.PathLike[str], pricebook: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Load a scenario file and its price book (`pricebook` wins over the scenario's own) and build the report."""
+    from tiergate.costs.pricebook import load_pricebook
+    from tiergate.costs.scenario import load_scenario
+    from tiergate.costs.tco import TcoModel
+
+    scenario = load_scenario(path)
+    book = load_pricebook(pricebook if pricebook is not None else scenario.pricebook)
+    return build_report(TcoModel(scenario, book))

@@ -37,6 +37,14 @@ def check_leakage(train: Dataset, test: Dataset) -> None:
                         path=test.path, line=first.line)
 
 
+def remove_overlap(train: Dataset, test: Dataset) -> tuple[Dataset, int]:
+    """`train` without the examples whose input (case and whitespace folded) appears in `test`, and how many
+    were removed; use it to keep a published test set whole."""
+    held = {normalize_input(ex.text) for ex in test}
+    keep = [i for i, ex in enumerate(train) if normalize_input(ex.text) not in held]
+    return train.subset(keep), len(train) - len(keep)
+
+
 def _allocate(n: int, val: float, test: float) -> tuple[int, int]:
     """How many of n groups go to validation and test; a class keeps at least one training group."""
     n_test = round(n * test)

@@ -229,15 +229,21 @@ class Gateway:
             h["X-Tiergate-Route-Reason"] = rec.get("route_reason") or ""
         if rec.get("cost_usd") is not None:
             h["X-Tiergate-Cost-USD"] = f"{rec['cost_usd']:.8f}"
+        elif rec.get("status") == "ok":
+            h["X-Tiergate-Cost-USD"] = "unknown"
         return h
 
     def _account(self, rec: dict[str, Any], tier: str, prompt_tokens: int, completion_tokens: int) -> None:
-        cost = self.pricers[tier].cost(prompt_tokens, completion_tokens)
-        rec.update(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost)
+        pricer = self.pricers[tier]
+        cost = pricer.cost(prompt_tokens, completion_tokens)
+        # an unpriced tier is reported as unknown (NULL), never as a silent partial or zero cost
+        rec.update(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                   cost_usd=None if pricer.unknown else cost)
         wl = rec["workload"]
         self.metrics.tokens.labels(wl, tier, "prompt").inc(prompt_tokens)
         self.metrics.tokens.labels(wl, tier, "completion").inc(completion_tokens)
-        self.metrics.cost.labels(wl, tier, rec["role"]).inc(cost)
+        if not pricer.unknown:
+            self.metrics.cost.labels(wl, tier, rec["role"]).inc(cost)
 
     def _respond(self, result: TierResult, d: Dispatched, decision: RouteDecision, rec: dict[str, Any],
                  t0: float) -> Response:
@@ -385,7 +391,8 @@ class Gateway:
         self.metrics.requests.labels(rec["workload"], d.tier, "ok").inc()
         self.metrics.route_reasons.labels(rec["workload"], d.tier, d.reason).inc()
         # SSE comment lines are ignored by clients; this one carries the request's cost, known only now
-        return f": tiergate cost_usd={rec['cost_usd']:.8f} tier={d.tier}\n\n".encode()
+        cost = "unknown" if rec["cost_usd"] is None else f"{rec['cost_usd']:.8f}"
+        return f": tiergate cost_usd={cost} tier={d.tier}\n\n".encode()
 
 
 def _build_pricers(config: Config) -> dict[str, Any]:
@@ -396,7 +403,7 @@ def _build_pricers(config: Config) -> dict[str, Any]:
     pricers = {}
     for name, tier in config.tiers.items():
         model = getattr(tier, "model", None)
-        pricer = build_pricer(tier.price, book, model=model if tier.kind == "upstream" else None)
+        pricer = build_pricer(tier.price, book, model=model if tier.kind == "upstream" else None, warn=False)
         if getattr(pricer, "unknown", False):
             log.warning("tier %s: no price found (model %r): its cost is reported as 0 and flagged unknown",
                         name, model)

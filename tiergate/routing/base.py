@@ -28,6 +28,9 @@ class RouteDecision:
     on_prem_only: bool = False
     """Set by the privacy guard: no external tier may see this request, not even on fallback."""
     detail: dict[str, Any] | None = field(default=None, compare=False)
+    reviewer: Router | None = field(default=None, compare=False, repr=False)
+    """A cascade: after `tier` answers, the gateway calls `reviewer.review(request, result)`; a decision it
+    returns sends the request on to that tier (both answers are kept in the record)."""
 
 
 @dataclass
@@ -104,3 +107,7 @@ class Router(ABC):
     async def adecide(self, req: RouteRequest) -> RouteDecision | None:
         """Async form; routers that run models override this to keep the event loop free."""
         return self.decide(req)
+
+    async def review(self, req: RouteRequest, result: Any) -> RouteDecision | None:
+        """For cascades: judge a tier's answer (a `TierResult`); a decision escalates, None keeps the answer."""
+        return None

@@ -50,7 +50,8 @@ class StubProcess:
         return dict(self._call("POST", "/_control", {**(spec or {}), **faults}))
 
     def requests(self) -> list[dict[str, Any]]:
-        """The /v1 requests received so far: ``{"method", "path", "headers", "body"}`` (headers lower-case)."""
+        """The /v1 requests received so far: ``{"method", "path", "headers", "body", "connection"}``; header
+        names are lower-case and `connection` numbers the TCP connection (to check keep-alive reuse)."""
         return list(self._call("GET", "/_requests")["data"])
 
     def clear_requests(self) -> None:

@@ -5,7 +5,8 @@
 It stands in for a frontier API: `POST /v1/chat/completions` (JSON or SSE with `stream_options.include_usage`)
 and `GET /v1/models`. Answers are deterministic: the `--answers` JSONL line whose `input` equals the last user
 message, else ``"stub answer: " + message[:200]``; usage counts whitespace-separated words. It records every
-`/v1` request (`GET /_requests`, cleared by `DELETE /_requests`) and misbehaves on request (`POST /_control`):
+`/v1` request and the number of its TCP connection (`GET /_requests`; `DELETE /_requests` clears them) and
+misbehaves when told to (`POST /_control`):
 
     {"fail": {"count": 2, "status": 503}}                  error answers (optional "message")
     {"rate_limit": {"count": 1, "retry_after": 1}}          429 with Retry-After
@@ -67,6 +68,7 @@ class _Request:
     headers: list[tuple[bytes, bytes]]
     body: bytes
     keep_alive: bool
+    connection: int
 
 
 @dataclass
@@ -79,6 +81,7 @@ class StubState:
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
     received: deque[_Request] = field(default_factory=lambda: deque(maxlen=100_000))
     served: int = 0
+    connections: int = 0
 
     def take(self, kind: str) -> dict[str, Any] | None:
         """Consume one use of an armed fault, if any."""
@@ -115,6 +118,7 @@ class _StubProtocol(asyncio.Protocol):
         self.queue: deque[_Request] = deque()
         self.busy = False
         self.closed = False
+        self.connection = 0
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
@@ -122,6 +126,8 @@ class _StubProtocol(asyncio.Protocol):
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.state.connections += 1
+        self.connection = self.state.connections
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -148,7 +154,7 @@ class _StubProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         path = self._url.split(b"?", 1)[0].decode("latin-1")
         req = _Request(self.parser.get_method(), path, self._headers, b"".join(self._body),
-                       self.parser.should_keep_alive())
+                       self.parser.should_keep_alive(), self.connection)
         if path.startswith("/v1/"):
             self.state.received.append(req)
         self.queue.append(req)
@@ -332,7 +338,8 @@ def _describe(req: _Request) -> dict[str, Any]:
         body: Any = orjson.loads(req.body) if req.body else None
     except orjson.JSONDecodeError:
         body = req.body.decode("utf-8", "replace")
-    return {"method": req.method.decode(), "path": req.path, "headers": headers, "body": body}
+    return {"method": req.method.decode(), "path": req.path, "headers": headers, "body": body,
+            "connection": req.connection}
 
 
 def load_answers(path: str | os.PathLike[str]) -> dict[str, str]:

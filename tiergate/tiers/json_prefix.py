@@ -5,13 +5,19 @@
     trial = checker.copy(); trial.feed('}')   # False: the token is rejected, `checker` is untouched
     checker.closing_suffix()       # 'ue]}' : the shortest text that completes the object
     checker.done                   # True once the top-level object has closed
+    JsonPrefix(required=["city"])  # the top-level object cannot close before it has a "city" key
 
 The local tier's JSON mode asks this checker, at every decoding step, which of the model's most probable
 tokens keep the output a valid JSON prefix, and appends `closing_suffix()` when the token budget runs out, so
 the answer always parses. A pushdown automaton over characters: small, exact, and cheap to copy per candidate.
+`required` is the one piece of a json_schema it enforces (top-level keys): enough to stop a small model from
+answering `{}`, without the weight of a full schema compiler.
 """
 
 from __future__ import annotations
+
+import json
+from collections.abc import Iterable
 
 _WS = " \t\n\r"
 _DIGITS = "0123456789"
@@ -24,9 +30,10 @@ _NUM_TERMINAL = {"zero", "int", "frac", "expdigits"}
 class JsonPrefix:
     """The state of a JSON-object prefix; `feed` advances it, `copy` branches it."""
 
-    __slots__ = ("stack", "mode", "is_key", "num", "literal", "unicode_left", "done", "ws_run")
+    __slots__ = ("stack", "mode", "is_key", "num", "literal", "unicode_left", "done", "ws_run", "required",
+                 "root_keys", "key_buf")
 
-    def __init__(self) -> None:
+    def __init__(self, required: Iterable[str] = ()) -> None:
         self.stack: list[str] = []
         self.mode = "start"
         """start | value | value_or_close | key | key_or_close | colon | after | string | escape | unicode |
@@ -38,12 +45,16 @@ class JsonPrefix:
         self.done = False
         self.ws_run = 0
         """Whitespace characters in a row outside strings, so callers can stop runaway padding."""
+        self.required = frozenset(required)
+        self.root_keys: frozenset[str] = frozenset()
+        self.key_buf = ""
 
     def copy(self) -> JsonPrefix:
         other = JsonPrefix.__new__(JsonPrefix)
         other.stack = list(self.stack)
         other.mode, other.is_key, other.num, other.literal = self.mode, self.is_key, self.num, self.literal
         other.unicode_left, other.done, other.ws_run = self.unicode_left, self.done, self.ws_run
+        other.required, other.root_keys, other.key_buf = self.required, self.root_keys, self.key_buf
         return other
 
     def feed(self, text: str) -> bool:
@@ -92,7 +103,7 @@ class JsonPrefix:
             if c == "}" and mode == "key_or_close":
                 return self._close(c)
             if c == '"':
-                self.mode, self.is_key = "string", True
+                self.mode, self.is_key, self.key_buf = "string", True, ""
                 return True
             return False
         if mode == "colon":
@@ -117,6 +128,8 @@ class JsonPrefix:
     def _close(self, c: str) -> bool:
         if not self.stack or {"}": "{", "]": "["}[c] != self.stack[-1]:
             return False
+        if len(self.stack) == 1 and not self.required <= self.root_keys:
+            return False
         self.stack.pop()
         self._value_done()
         return True
@@ -137,6 +150,8 @@ class JsonPrefix:
         return False
 
     def _string_char(self, c: str) -> bool:
+        if self.is_key and len(self.stack) == 1 and not (c == '"' and self.mode == "string"):
+            self.key_buf += c  # raw, escapes included; decoded when the key closes
         if self.mode == "escape":
             if c not in _ESCAPES:
                 return False
@@ -158,6 +173,8 @@ class JsonPrefix:
         if c == '"':
             if self.is_key:
                 self.mode = "colon"
+                if len(self.stack) == 1:
+                    self.root_keys = self.root_keys | {json.loads('"' + self.key_buf + '"')}
             else:
                 self._value_done()
             return True
@@ -182,29 +199,39 @@ class JsonPrefix:
         return True
 
     def closing_suffix(self) -> str:
-        """The shortest text (up to a placeholder `null`) that turns this prefix into a complete object."""
-        out = []
-        mode = self.mode
-        if mode == "start":
-            return "{}"
-        if mode == "escape":
-            out.append("n")
-            mode = "string"
-        elif mode == "unicode":
-            out.append("0" * self.unicode_left)
-            mode = "string"
-        if mode == "string":
-            out.append('"')
-            mode = "colon" if self.is_key else "after"
-        elif mode == "number":
-            out.append("" if self.num in _NUM_TERMINAL else "0")
-        elif mode == "literal":
-            out.append(self.literal)
-        if mode == "colon":
-            out.append(":null")
-        elif mode == "value":
-            out.append("null")
-        elif mode == "key":
-            out.append('"":null')
-        out.extend("}" if opener == "{" else "]" for opener in reversed(self.stack))
+        """The shortest text (with `null` placeholders, and any required keys still missing) that turns this
+        prefix into a complete object. Built by feeding a copy, so the result is checked by construction."""
+        sim = self.copy()
+        out: list[str] = []
+
+        def emit(text: str) -> None:
+            ok = sim.feed(text)
+            assert ok, (text, out)
+            out.append(text)
+
+        if sim.mode == "start":
+            emit("{")
+        if sim.mode == "escape":
+            emit("n")
+        elif sim.mode == "unicode":
+            emit("0" * sim.unicode_left)
+        if sim.mode == "string":
+            emit('"')
+        elif sim.mode == "number" and sim.num not in _NUM_TERMINAL:
+            emit("0")
+        elif sim.mode == "literal":
+            emit(sim.literal)
+        if sim.mode == "colon":
+            emit(":")
+        if sim.mode == "value":
+            emit("null")
+        if sim.mode == "key":
+            missing = sorted(sim.required - sim.root_keys) if len(sim.stack) == 1 else []
+            emit(json.dumps(missing[0] if missing else "") + ":null")
+        while sim.stack:
+            if len(sim.stack) == 1:
+                for key in sorted(sim.required - sim.root_keys):
+                    comma = "," if sim.mode in ("after", "number") else ""
+                    emit(comma + json.dumps(key) + ":null")
+            emit("}" if sim.stack[-1] == "{" else "]")
         return "".join(out)

@@ -267,7 +267,8 @@ class LMEngine:
         logits = logits.float()
         logprobs = torch.log_softmax(logits, dim=-1).cpu()
         logits = logits.cpu()
-        produced = 0
+        produced = finished = 0
+        posts: list[tuple[GenerationStream, Any]] = []
         for i, row in enumerate(self._rows[offset:]):
             if row.stream.cancelled:
                 row.finish_reason = "cancelled"
@@ -275,14 +276,16 @@ class LMEngine:
             before = len(row.ids)
             row.step(logits[i], logprobs[i])
             produced += len(row.ids) - before
-            if row.streaming:
-                delta = row.take_delta()
-                if delta is not None:
-                    self._post(row.stream, delta)
+            if row.streaming and (delta := row.take_delta()) is not None:
+                posts.append((row.stream, delta))
             if row.finished:
-                self._post(row.stream, row.result())
-        with self._stats_lock:
+                finished += 1
+                posts.append((row.stream, row.result()))
+        with self._stats_lock:  # before posting, so a caller that got its answer sees it counted
             self._stats.tokens_generated += produced
+            self._stats.finished += finished
+        for stream, item in posts:
+            self._post(stream, item)
         self._drop_finished()
 
     def _drop_finished(self) -> None:
@@ -291,8 +294,6 @@ class LMEngine:
         keep = [i for i, row in enumerate(self._rows) if not row.finished]
         if len(keep) == len(self._rows):
             return
-        with self._stats_lock:
-            self._stats.finished += len(self._rows) - len(keep)
         if not keep:
             self._rows, self._cache, self._mask, self._next_pos = [], None, None, None
             return

@@ -36,6 +36,8 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     json: bool = False
+    json_required: tuple[str, ...] = ()
+    """Top-level keys the JSON object must hold before it may close (a json_schema's `required`)."""
     logprobs: bool = False
     top_logprobs: int = 0
 
@@ -148,7 +150,7 @@ class RequestRow:
         self.pending_logprobs: list[TokenLogprob] = []
         self.finish_reason: str | None = None
         self.extra_tokens = 0
-        self.json = JsonPrefix() if params.json else None
+        self.json = JsonPrefix(params.json_required) if params.json else None
         self.generator = torch.Generator().manual_seed(
             params.seed if params.seed is not None else secrets.randbits(63))
 

@@ -12,7 +12,7 @@ Trainers (registered by name in `tiergate.train.registry`; each writes an artifa
 Importing this package loads no torch; the trainer module does, when it is asked for.
 """
 
-from tiergate.train.base import Trainer, TrainedModel
+from tiergate.train.base import TrainedModel, Trainer
 from tiergate.train.models import ModelRecord, ModelRegistry, default_registry_dir
 from tiergate.train.registry import get_trainer, register_trainer, trainer_names, unregister_trainer
 

