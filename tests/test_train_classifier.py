@@ -220,6 +220,8 @@ def test_cli_train_eval_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert "data:image/png;base64," in (tmp_path / "r.html").read_text()
     res = runner.invoke(app, ["models", "list"])
     assert res.exit_code == 0 and "triage:v1" in res.output
+    res = runner.invoke(app, ["models", "list", "--json"])
+    assert json.loads(res.output)["version"] == 1
     res = runner.invoke(app, ["models", "show", "triage:v1"])
     shown = json.loads(res.output)
     assert shown["name"] == "triage" and shown["version"] == 1 and shown["kind"] == "classifier"

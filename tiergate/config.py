@@ -139,6 +139,7 @@ class ServerConfig(_Model):
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger bodies get 413")
     max_inflight: int = Field(4096, ge=1, description="requests in flight before 429")
+    max_shadow_inflight: int = Field(64, ge=1, description="shadow calls in flight; more are skipped, not queued")
     shutdown_grace_s: float = Field(30.0, ge=0)
     log_level: str = "info"
 

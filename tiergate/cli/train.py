@@ -212,19 +212,28 @@ def register(app: typer.Typer) -> None:
         _show(reports)
 
     @models_app.command("list")
-    def models_list(name: Annotated[str | None, typer.Option(help="only this model name")] = None) -> None:
+    def models_list(name: Annotated[str | None, typer.Option(help="only this model name")] = None,
+                    as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False) -> None:
         """Registered models, every version."""
         from rich.table import Table
 
         from tiergate.train import ModelRegistry
 
         registry = ModelRegistry()
-        table = Table("model", "kind", "task", "base", "accuracy", "data", "created", "path",
-                      title=str(registry.index_path))
-        for r in registry.list(name):
+        records = registry.list(name)
+        if as_json:
+            for r in records:
+                typer.echo(json.dumps(r.to_json()))
+            return
+        table = Table(title=str(registry.index_path))
+        table.add_column("model", no_wrap=True)
+        for col in ("kind", "task", "accuracy", "created"):
+            table.add_column(col)
+        table.add_column("path", overflow="fold")
+        for r in records:
             acc = r.metrics.get("accuracy")
-            table.add_row(r.ref, r.kind, r.task, str(r.base_model), f"{acc:.4f}" if isinstance(acc, float) else "",
-                          (r.data_hash or "")[:15], r.created_at or "", r.path)
+            table.add_row(r.ref, r.kind, r.task, f"{acc:.4f}" if isinstance(acc, float) else "",
+                          r.created_at or "", r.path)
         _console().print(table)
 
     @models_app.command("show")

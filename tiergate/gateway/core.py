@@ -86,6 +86,11 @@ class Gateway:
         self.inflight = 0
         self.started_at = time.time()
         self.ready = False
+        # Observers see every record: `on_record(rec)` for answers, `on_shadow(primary, shadow)` for shadow pairs
+        # (called before the shadow record is stored, so they may annotate it). Rollout gates and monitors.
+        self.observers: list[Any] = []
+        self._shadow_slots = asyncio.Semaphore(config.server.max_shadow_inflight)
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -96,6 +101,8 @@ class Gateway:
 
     async def close(self) -> None:
         self.ready = False
+        if self._background:  # shadow calls in flight finish (and are recorded) before the writer drains
+            await asyncio.wait(set(self._background), timeout=self.config.server.shutdown_grace_s or None)
         results = await asyncio.gather(*(t.close() for t in self.tiers.values()), return_exceptions=True)
         for r in results:
             if isinstance(r, Exception):
@@ -114,6 +121,8 @@ class Gateway:
         self.inflight += 1
         self.metrics.inflight.inc()
         streaming = False
+        decision: RouteDecision | None = None
+        body: dict[str, Any] | None = None
         try:
             if self.inflight > self.config.server.max_inflight:
                 raise RateLimited("The gateway is at its in-flight limit; retry shortly.", code="overloaded")
@@ -126,12 +135,21 @@ class Gateway:
             if key and key.get("workloads") and workload not in key["workloads"]:
                 raise PermissionDenied(f"This key may not use workload {workload!r}.", param="workload")
             td = time.perf_counter()
-            decision = await self.routing.route(RouteRequest(body, workload, self._sticky(body, headers)))
+            req = RouteRequest(body, workload, self._sticky(body, headers))
+            decision = await self.routing.route(req)
             self.metrics.decision.labels(workload).observe(time.perf_counter() - td)
             rec.update(tier=decision.tier, route_reason=decision.reason, route_score=decision.score)
             if decision.tier not in self.tiers:
                 raise InvalidRequest(f"route chose unknown tier {decision.tier!r}")
             self.tiers[decision.tier].check_request(body)
+            if decision.reviewer is not None:
+                result, d = await self._cascade(req, body, decision, rec)
+                if body.get("stream"):
+                    rec["stream"] = True
+                    response = self._stream_result(result, d, decision, rec, t0, body)
+                    streaming = True
+                    return response
+                return self._respond(result, d, decision, rec, t0)
             if body.get("stream"):
                 rec["stream"] = True
                 response = await self._stream(body, decision, rec, t0)
@@ -145,7 +163,96 @@ class Gateway:
         finally:
             if not streaming:
                 self._done()
-                await self.writer.put(rec)
+                await self._record(rec)
+                if decision is not None and decision.shadow and rec["status"] == "ok" and body is not None:
+                    self._spawn_shadow(body, decision.shadow, rec)
+
+    async def _record(self, rec: dict[str, Any]) -> None:
+        await self.writer.put(rec)
+        for obs in self.observers:
+            hook = getattr(obs, "on_record", None)
+            if hook is not None:
+                try:
+                    hook(rec)
+                except Exception:  # an observer must never break the request path
+                    log.exception("observer %r failed on a record", obs)
+
+    # -- cascades and shadows -------------------------------------------------------------------------------
+    async def _cascade(self, req: RouteRequest, body: dict[str, Any], decision: RouteDecision,
+                       rec: dict[str, Any]) -> tuple[TierResult, Dispatched]:
+        """The small tier answers first; its reviewer keeps the answer or escalates. Both answers are kept: the
+        first as a `cascade_first` record (its cost counted on its tier), and in the final record's response."""
+        plain = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        t1 = time.perf_counter()
+        first, d1 = await self._complete(plain, decision)
+        assert decision.reviewer is not None
+        escalate = await decision.reviewer.review(req, first)
+        if escalate is None:
+            return first, Dispatched(d1.tier, "cascade:kept" if d1.reason == decision.reason else d1.reason,
+                                     d1.fell_back_from)
+        first_rec = {
+            "request_id": "req_" + os.urandom(12).hex(), "created_at": rec["created_at"],
+            "workload": rec["workload"], "model": rec.get("model"), "role": "cascade_first",
+            "parent_request_id": rec["request_id"], "tier": d1.tier, "route_reason": decision.reason,
+            "route_score": escalate.score, "status": "ok", "http_status": 200, "stream": False,
+            "messages": rec.get("messages"), "params": rec.get("params"), "answer": first.content,
+            "response": {"confidence": first.confidence, **(first.extra or {})},
+            "latency_ms": (time.perf_counter() - t1) * 1000, "api_key_id": rec.get("api_key_id"),
+            "caller": rec.get("caller"),
+        }
+        self._account(first_rec, d1.tier, first.prompt_tokens, first.completion_tokens)
+        await self._record(first_rec)
+        rec["_cascade"] = {"first_tier": d1.tier, "first_answer": first.content, "confidence": first.confidence,
+                           "score": escalate.score, "first_request_id": first_rec["request_id"]}
+        final, d2 = await self._complete(plain, escalate)
+        reason = escalate.reason if d2.reason == escalate.reason else d2.reason
+        return final, Dispatched(d2.tier, reason, d2.fell_back_from)
+
+    def _spawn_shadow(self, body: dict[str, Any], tier: str, primary: dict[str, Any]) -> None:
+        """Send the request to `tier` after the caller has its answer; skipped (and counted) when the shadow
+        slots are full, so shadows never queue up behind live traffic."""
+        if tier not in self.tiers:
+            return
+        if self._shadow_slots.locked():
+            self.metrics.shadow_skipped.labels(primary["workload"], tier).inc()
+            return
+        task = asyncio.create_task(self._shadow(body, tier, primary))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _shadow(self, body: dict[str, Any], tier_name: str, primary: dict[str, Any]) -> None:
+        async with self._shadow_slots:
+            plain = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+            rec: dict[str, Any] = {
+                "request_id": "req_" + os.urandom(12).hex(), "created_at": time.time(), "workload": primary["workload"],
+                "model": primary.get("model"), "role": "shadow", "parent_request_id": primary["request_id"],
+                "tier": tier_name, "route_reason": "shadow", "status": "error", "stream": False,
+                "messages": primary.get("messages"), "params": primary.get("params"),
+                "api_key_id": primary.get("api_key_id"), "caller": primary.get("caller"),
+            }
+            t0 = time.perf_counter()
+            try:
+                tier = self.tiers[tier_name]
+                tier.check_request(plain)
+                result = await tier.complete(plain)
+            except TiergateError as exc:
+                rec.update(http_status=exc.status, error=f"{type(exc).__name__}: {exc.message}"[:2000])
+            except Exception as exc:  # a shadow must never take the gateway down
+                log.exception("shadow call to %s failed", tier_name)
+                rec.update(http_status=500, error=f"{type(exc).__name__}: {exc}"[:2000])
+            else:
+                rec.update(status="ok", http_status=200, answer=result.content,
+                           response={"confidence": result.confidence, **(result.extra or {})})
+                self._account(rec, tier_name, result.prompt_tokens, result.completion_tokens)
+            rec["latency_ms"] = (time.perf_counter() - t0) * 1000
+            for obs in self.observers:
+                hook = getattr(obs, "on_shadow", None)
+                if hook is not None:
+                    try:
+                        hook(primary, rec)
+                    except Exception:
+                        log.exception("observer %r failed on a shadow pair", obs)
+            await self.writer.put(rec)
 
     def _done(self) -> None:
         self.inflight -= 1
@@ -256,6 +363,8 @@ class Gateway:
         if d.fell_back_from:
             extra["fallback_from"] = d.fell_back_from
             extra["decided"] = {"tier": decision.tier, "reason": decision.reason}
+        if "_cascade" in rec:
+            extra["cascade"] = rec.pop("_cascade")
         try:
             extra["finish_reason"] = result.data["choices"][0].get("finish_reason")
         except (KeyError, IndexError, TypeError, AttributeError):
@@ -322,8 +431,8 @@ class Gateway:
                                  headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     async def _relay(self, first: StreamChunk, agen: AsyncIterator[StreamChunk], d: Dispatched,
-                     decision: RouteDecision, rec: dict[str, Any], t0: float, body: dict[str, Any]
-                     ) -> AsyncIterator[bytes]:
+                     decision: RouteDecision, rec: dict[str, Any], t0: float, body: dict[str, Any],
+                     cascade: dict[str, Any] | None = None) -> AsyncIterator[bytes]:
         parts: list[str] = []
         usage: dict[str, Any] | None = None
         finish: str | None = None
@@ -335,6 +444,8 @@ class Gateway:
                 if data is None:
                     ended = True
                     cost_note = self._finish_stream(rec, d, decision, parts, usage, finish, body, t0)
+                    if cascade is not None:
+                        rec["response"]["cascade"] = cascade
                     yield cost_note
                     yield chunk.raw
                     break
@@ -366,7 +477,44 @@ class Gateway:
             if not ended and rec["status"] == "ok":
                 rec["status"] = "error"
             self._done()
-            await asyncio.shield(self.writer.put(rec))
+            await asyncio.shield(self._record(rec))
+            if decision.shadow and rec["status"] == "ok":
+                self._spawn_shadow(body, decision.shadow, rec)
+
+    def _stream_result(self, result: TierResult, d: Dispatched, decision: RouteDecision, rec: dict[str, Any],
+                       t0: float, body: dict[str, Any]) -> Response:
+        """A whole answer (a cascade's) sent as a stream: one content delta, finish, usage when asked, [DONE]."""
+        from tiergate.tiers.base import make_chunk
+
+        data = result.data
+        cid, model, created = data.get("id", "chatcmpl-x"), data.get("model", d.tier), int(data.get("created", 0))
+        finish = "stop"
+        try:
+            finish = data["choices"][0].get("finish_reason") or "stop"
+        except (KeyError, IndexError, TypeError):
+            pass
+        chunks = [StreamChunk.of(make_chunk(cid, model, created, delta={"role": "assistant", "content": ""})),
+                  StreamChunk.of(make_chunk(cid, model, created, delta={"content": result.content or ""})),
+                  StreamChunk.of(make_chunk(cid, model, created, delta={}, finish_reason=finish))]
+        opts = body.get("stream_options")
+        if isinstance(opts, dict) and opts.get("include_usage"):
+            usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+                     "total_tokens": result.prompt_tokens + result.completion_tokens}
+            chunks.append(StreamChunk.of(make_chunk(cid, model, created, usage=usage)))
+        chunks.append(StreamChunk.done())
+        if "_cascade" in rec:
+            cascade = rec.pop("_cascade")
+        else:
+            cascade = None
+
+        async def replay() -> AsyncIterator[StreamChunk]:
+            for c in chunks[1:]:
+                yield c
+
+        rec.update(tier=d.tier, route_reason=d.reason)
+        relay = self._relay(chunks[0], replay(), d, decision, rec, t0, body, cascade=cascade)
+        return StreamingResponse(relay, media_type="text/event-stream",
+                                 headers={**self._headers(rec), "Cache-Control": "no-cache"})
 
     def _finish_stream(self, rec: dict[str, Any], d: Dispatched, decision: RouteDecision, parts: list[str],
                        usage: dict[str, Any] | None, finish: str | None, body: dict[str, Any], t0: float) -> bytes:

@@ -27,6 +27,8 @@ class Metrics:
                                  ["from_tier", "to_tier"], registry=r)
         self.breaker_open = Gauge("tiergate_circuit_open", "1 while a tier's circuit breaker is open", ["tier"],
                                   registry=r)
+        self.shadow_skipped = Counter("tiergate_shadow_skipped", "Shadow calls skipped: all shadow slots busy",
+                                      ["workload", "tier"], registry=r)
         self.errors = Counter("tiergate_errors", "Error responses by HTTP status", ["status"], registry=r)
         self.inflight = Gauge("tiergate_inflight_requests", "Requests in flight", registry=r)
         self.queue_depth = Gauge("tiergate_writer_queue_depth", "Captured records waiting to be written", registry=r)

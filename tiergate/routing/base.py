@@ -28,6 +28,8 @@ class RouteDecision:
     on_prem_only: bool = False
     """Set by the privacy guard: no external tier may see this request, not even on fallback."""
     detail: dict[str, Any] | None = field(default=None, compare=False)
+    shadow: str | None = None
+    """Also send the request to this tier after the caller has its answer (shadow testing); stored, not returned."""
     reviewer: Router | None = field(default=None, compare=False, repr=False)
     """A cascade: after `tier` answers, the gateway calls `reviewer.review(request, result)`; a decision it
     returns sends the request on to that tier (both answers are kept in the record)."""

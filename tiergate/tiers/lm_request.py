@@ -213,16 +213,31 @@ class RequestRow:
 
     def _choose_json(self, logits: torch.Tensor) -> int | None:
         """The most probable (greedy) or a sampled token among the top-k that keeps the text a valid JSON
-        prefix; None when none of them does (the caller then closes the object)."""
+        prefix; when none of the top-k does (the model wants to write prose first), the most probable valid
+        token of the whole vocabulary; None when there is none (the caller then closes the object)."""
         import torch
 
-        assert self.json is not None
         p = self.params
         scaled = logits / p.temperature if p.temperature > 0 else logits
         vals, idx = scaled.topk(min(JSON_CANDIDATES, scaled.shape[-1]))
+        valid, valid_vals = self._json_valid(idx.tolist(), vals.tolist(), first_only=p.temperature == 0)
+        if not valid:
+            vals, idx = scaled.sort(descending=True)
+            valid, valid_vals = self._json_valid(idx.tolist(), vals.tolist(), first_only=True)
+        if not valid:
+            return None
+        if len(valid) == 1:
+            return valid[0]
+        probs = torch.softmax(torch.tensor(valid_vals), dim=-1)
+        if p.top_p < 1.0:
+            probs = _top_p(probs, p.top_p)
+        return valid[int(torch.multinomial(probs, 1, generator=self.generator))]
+
+    def _json_valid(self, ids: list[int], vals: list[float], *, first_only: bool) -> tuple[list[int], list[float]]:
+        assert self.json is not None
         valid: list[int] = []
         valid_vals: list[float] = []
-        for v, i in zip(vals.tolist(), idx.tolist(), strict=True):
+        for i, v in zip(ids, vals, strict=True):
             if i in self.special_ids or i in self.eos_ids:
                 continue
             piece = self.piece(i)
@@ -233,16 +248,9 @@ class RequestRow:
                 continue
             valid.append(i)
             valid_vals.append(v)
-            if p.temperature == 0:
+            if first_only:
                 break
-        if not valid:
-            return None
-        if p.temperature == 0 or len(valid) == 1:
-            return valid[0]
-        probs = torch.softmax(torch.tensor(valid_vals), dim=-1)
-        if p.top_p < 1.0:
-            probs = _top_p(probs, p.top_p)
-        return valid[int(torch.multinomial(probs, 1, generator=self.generator))]
+        return valid, valid_vals
 
     def _json_budget_spent(self) -> bool:
         """True when the next token might leave no room for the tokens that close the object."""
