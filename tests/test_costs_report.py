@@ -62,8 +62,8 @@ def test_unpriced_records_and_unknown_tiers_are_never_zero() -> None:
     cf = s["counterfactual"]["frontier"]
     assert cf["cost_usd"] == pytest.approx(0.0135 + 0.003)            # every request, priced on the frontier
     assert cf["savings_usd"] == pytest.approx(0.0135 - 0.0092)        # like for like: priced records only
-    assert s["counterfactual"]["mystery"] == {"cost_usd": None, "savings_usd": None, "savings_pct": None,
-                                              "unknown_price": True}
+    assert s["counterfactual"]["mystery"] == {"cost_usd": None, "comparable_usd": None, "savings_usd": None,
+                                              "savings_pct": None, "unknown_price": True}
 
 
 def test_empty_and_bad_records() -> None:

@@ -143,7 +143,7 @@ def test_extraction_outputs_must_be_objects(tmp_path: Path) -> None:
 def test_infer_task() -> None:
     assert infer_task([{"a": 1}, {"a": 2}]) == "extraction"
     assert infer_task(["x", "y", "x", "y"]) == "classification"
-    assert infer_task(["a long free text answer number %d" % i for i in range(4)]) == "generation"
+    assert infer_task([f"a long free text answer number {i}" for i in range(4)]) == "generation"
     assert infer_task(["multi\nline", "x", "x", "y"]) == "generation"
 
 

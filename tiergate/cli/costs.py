@@ -1,6 +1,6 @@
-"""Cost commands: `tiergate tco` (3-year TCO and break-even of a scenario) and `tiergate advise` (the decision
-framework on a workload profile). Spend reports from captured traffic (`costs report`) build on
-`tiergate.costs.report.counterfactual` once the store is wired."""
+"""Cost commands: `tiergate costs report` (spend from captured traffic against the all-frontier counterfactual),
+`tiergate tco` (3-year TCO and break-even of a scenario) and `tiergate advise` (the decision framework on a
+workload profile, from a file or from captured traffic)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
+
+from tiergate.cli.common import ConfigOption, DbOption, get_config, open_engine
 
 T = TypeVar("T")
 
@@ -72,24 +74,96 @@ def tco(
 
 
 def advise(
-    profile: Path = typer.Option(..., "--profile", "-p", help="workload profile YAML (see examples/advise/)"),
+    profile: Path | None = typer.Option(None, "--profile", "-p", help="workload profile YAML (see examples/advise/)"),
+    from_traffic: bool = typer.Option(False, "--from-traffic", help="fill the profile from captured traffic"),
+    workload: str | None = typer.Option(None, "--workload", "-w", help="with --from-traffic: this workload (default: each one)"),
+    answers: Path | None = typer.Option(None, "--answers", help="with --from-traffic: YAML of what traffic cannot show "
+                                        "(ml_capacity, task_stability, training_data, costs, ...)"),
+    since: str | None = typer.Option(None, "--since", help="with --from-traffic: window, e.g. 7d, 12h or an ISO date (default: all)"),
     json_path: Path | None = typer.Option(None, "--json", help="write the advice as JSON here"),
     pricebook: Path | None = typer.Option(None, "--pricebook", help="price-book override YAML"),
+    config: Path | None = ConfigOption,
+    db: str | None = DbOption,
 ) -> None:
     """Should this workload move off the frontier API, and to what?
 
-    The decision flow over the eight dimensions of a workload profile, with reasons, the payback period and the rule-of-thumb checks."""
+    The decision flow over the eight dimensions of a workload profile (a file, or --from-traffic: captured volume, spend, tokens and answer structure), with reasons, the payback period and the rule-of-thumb checks."""
     from rich.console import Console
 
+    from tiergate.costs.advisor import advise as run_advice
     from tiergate.costs.advisor import advise_file, render_advice
 
-    advice = _call(advise_file, profile, pricebook)
-    render_advice(advice, Console())
+    console = Console()
+    if (profile is None) == (not from_traffic):
+        raise typer.BadParameter("give --profile FILE or --from-traffic (one of them)")
+    if profile is not None:
+        advice = _call(advise_file, profile, pricebook)
+        render_advice(advice, console)
+        result: Any = advice.to_dict()
+    else:
+        from tiergate.costs._files import read_yaml_mapping
+        from tiergate.costs.pricebook import load_pricebook
+        from tiergate.costs.report import parse_since
+        from tiergate.costs.traffic_profile import traffic_profiles
+
+        cfg = get_config(config, db)
+        given = read_yaml_mapping(answers, "answers") if answers is not None else None
+        book = _call(load_pricebook, pricebook if pricebook is not None else cfg.pricebook)
+        pairs = _call(lambda: traffic_profiles(open_engine(cfg), cfg, workload=workload, answers=given,
+                                               since=parse_since(since), book=book))
+        result = {}
+        for prof, stats in pairs:
+            st = stats["_structure"]
+            console.print(f"[dim]{prof.workload}: {stats['requests']:,} answered requests over {stats['days']:.2f} days; "
+                          f"answers: {st['kind']} ({st['distinct_answers']:,} distinct of {st['answers']:,}); task from "
+                          f"{stats['_task_from']}; frontier spend = all on {stats['_baseline_tier'] or 'unknown'}[/dim]")
+            advice = _call(run_advice, prof, book)
+            render_advice(advice, console)
+            result[prof.workload] = {**advice.to_dict(), "traffic": stats, "profile": prof.model_dump(mode="json")}
     if json_path is not None:
-        body = json.dumps(advice.to_dict(), indent=2) + "\n"
+        body = json.dumps(result, indent=2, default=str) + "\n"
         _write(json_path, lambda p: p.write_text(body, encoding="utf-8"), "JSON advice")
 
 
+def costs_report(
+    since: str | None = typer.Option("7d", "--since", help="window: 30m, 12h, 7d, 2w or an ISO date; 'all' for everything"),
+    workload: str | None = typer.Option(None, "--workload", "-w", help="only this workload"),
+    baseline: str | None = typer.Option(None, "--baseline", help="tier to measure savings against (default: the most "
+                                        "expensive external tier on this traffic)"),
+    json_path: Path | None = typer.Option(None, "--json", help="write the full report as JSON here"),
+    chart: Path | None = typer.Option(None, "--chart", help="write a PNG chart here"),
+    html_path: Path | None = typer.Option(None, "--html", help="write a self-contained HTML report here"),
+    pricebook: Path | None = typer.Option(None, "--pricebook", help="price-book override YAML"),
+    config: Path | None = ConfigOption,
+    db: str | None = DbOption,
+) -> None:
+    """Spend by workload, tier and day from captured traffic, against the same traffic all on each tier.
+
+    Primary and cascade first-attempt records are the spend; shadow calls are shown apart. Unpriced records (no known price) are counted and flagged, never taken as zero."""
+    from rich.console import Console
+
+    from tiergate.costs.pricebook import load_pricebook
+    from tiergate.costs.report import parse_since, spend_report
+    from tiergate.costs.spend_render import chart_png, render_console, write_html
+
+    cfg = get_config(config, db)
+    book = _call(load_pricebook, pricebook if pricebook is not None else cfg.pricebook)
+    start = None if since in (None, "all") else parse_since(since)
+    report = spend_report(open_engine(cfg), cfg, since=start, workload=workload, baseline=baseline, book=book)
+    render_console(report, Console())
+    png = chart_png(report) if chart is not None or html_path is not None else None
+    if chart is not None and png is not None:
+        data = png
+        _write(chart, lambda p: p.write_bytes(data), "chart")
+    if json_path is not None:
+        _write(json_path, lambda p: p.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8"), "JSON report")
+    if html_path is not None:
+        _write(html_path, lambda p: write_html(report, p, png), "HTML report")
+
+
 def register(app: typer.Typer) -> None:
+    costs = typer.Typer(name="costs", help="Spend and savings from captured traffic.", no_args_is_help=True)
+    costs.command("report")(costs_report)
+    app.add_typer(costs)
     app.command("tco")(tco)
     app.command("advise")(advise)

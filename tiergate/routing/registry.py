@@ -10,6 +10,12 @@ from tiergate.routing.base import Router
 _KINDS: dict[str, str | type[Router]] = {
     "static": "tiergate.routing.static:StaticRouter",
     "split": "tiergate.routing.static:SplitRouter",
+    "rollout": "tiergate.rollout.router:RolloutRouter",
+    "privacy": "tiergate.routing.privacy:PrivacyRouter",
+    "rules": "tiergate.routing.rules:RulesRouter",
+    "boundary": "tiergate.routing.boundary:BoundaryRouter",
+    "cascade": "tiergate.routing.cascade:CascadeRouter",
+    "learned": "tiergate.routing.learned:LearnedRouter",
 }
 
 

@@ -165,13 +165,23 @@ def _required_keys(fmt: dict[str, Any]) -> tuple[str, ...]:
 
 
 def json_schema_hint(body: dict[str, Any]) -> str | None:
-    """A system instruction carrying a json_schema response format's schema: a small model cannot follow a
-    schema it never sees (the constrained decoder guarantees JSON syntax, not the shape)."""
+    """A system instruction describing a json_schema response format: a small model cannot follow a schema it
+    never sees (the constrained decoder guarantees JSON syntax and the required keys, not the rest). A key list
+    works better than the raw schema, which small models tend to copy out instead of following."""
     fmt = body.get("response_format") or {}
     if fmt.get("type") != "json_schema":
         return None
-    spec = fmt.get("json_schema") or {}
-    schema = spec.get("schema")
-    if not schema:
-        return "Respond with a JSON object."
-    return "Respond with a JSON object that follows this JSON schema:\n" + json.dumps(schema, separators=(",", ":"))
+    schema = (fmt.get("json_schema") or {}).get("schema")
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    if isinstance(props, dict) and props:
+        required = set(_required_keys(fmt))
+        keys = []
+        for name, spec in props.items():
+            kind = spec.get("type", "any") if isinstance(spec, dict) else "any"
+            if isinstance(spec, dict) and spec.get("enum"):
+                kind = "one of " + ", ".join(json.dumps(v) for v in spec["enum"])
+            keys.append(f"{json.dumps(name)} ({kind}{', required' if name in required else ''})")
+        return "Respond only with a JSON object with these keys: " + "; ".join(keys) + "."
+    if schema:
+        return "Respond only with a JSON object that follows this JSON schema:\n" + json.dumps(schema)
+    return "Respond only with a JSON object."

