@@ -42,6 +42,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process: with other jobs on the machine, wall time overstates what
+    the training needs; cpu_s / cores is what it would take alone with perfect parallelism."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run(name: str, args: argparse.Namespace, recipe: dict[str, Any], train_ds: Any, eval_ds: Any, test_ds: Any,
         target: float, published: dict[str, Any], extra: Any = None) -> dict[str, Any]:
     from tiergate.evaluate import EvalOptions, evaluate_tier, resolve_tier, write_reports
@@ -54,11 +61,11 @@ def run(name: str, args: argparse.Namespace, recipe: dict[str, Any], train_ds: A
     if args.limit_train:
         train_ds = train_ds.subset(range(min(args.limit_train, len(train_ds))))
     load_before = os.getloadavg()
-    train_wall = None
+    train_wall = train_cpu = None
     if not (args.reuse and is_model_dir(args.out)):
-        started = time.perf_counter()
+        started, cpu0 = time.perf_counter(), cpu_seconds()
         model = trainer.train(train_ds, eval_ds, args.out, config)
-        train_wall = time.perf_counter() - started
+        train_wall, train_cpu = time.perf_counter() - started, cpu_seconds() - cpu0
         train_metrics = model.metrics
     else:
         train_metrics = json.loads((Path(args.out) / "metrics.json").read_text())
@@ -74,6 +81,7 @@ def run(name: str, args: argparse.Namespace, recipe: dict[str, Any], train_ds: A
         "test_n": report.n, "train_n": len(train_ds), "validation_n": train_metrics.get("eval_examples"),
         "train_wall_s": round(train_wall, 1) if train_wall is not None else None,
         "train_wall_min": round(train_wall / 60, 2) if train_wall is not None else None,
+        "train_cpu_s": round(train_cpu, 1) if train_cpu is not None else None,
         "peak_rss_mb_training": round(peak_train, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
         "validation_accuracy": train_metrics.get("accuracy"), "temperature": train_metrics.get("temperature"),
         "ece_validation_uncalibrated": train_metrics.get("ece_uncalibrated"),

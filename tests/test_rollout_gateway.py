@@ -15,6 +15,7 @@ import pytest
 
 from tiergate.rollout.manager import RolloutManager, attach
 from tiergate.rollout.state import RolloutStore
+from tiergate.store.db import open_store
 from tiergate.testing.gateway import run_gateway
 from tiergate.testing.stub_process import start_stub
 
@@ -92,8 +93,9 @@ def test_advances_through_every_stage_then_rolls_back_on_bad_traffic(tmp_path: A
     with rollout_gateway(cfg) as (gw, manager):
         client = openai.OpenAI(base_url=gw.base_url, api_key="none", max_retries=0)
         seen, reasons = [stage(manager)], set()
-        texts = list(GOOD)
-        for i, text in enumerate(texts):
+        requests = 0
+        for text in GOOD:
+            requests += 1
             r = ask(client, text)
             assert r.parse().choices[0].message.content == GOOD[text]  # good traffic: both tiers agree
             reasons.add(r.headers["x-tiergate-route-reason"])
@@ -102,14 +104,16 @@ def test_advances_through_every_stage_then_rolls_back_on_bad_traffic(tmp_path: A
                 seen.append(stage(manager))
             if stage(manager) == "full":
                 break
-        print(f"reached full after {i + 1} requests")
+        print(f"reached full after {requests} requests")
         assert seen == ["shadow", "canary-10", "canary-50", "full"], seen
         assert {"rollout:shadow", "rollout:canary", "rollout:primary"} <= reasons
-        assert i + 1 <= 4 * 30 + 20, f"took {i + 1} requests to reach full"
+        assert requests <= 3 * 30 + 20, f"took {requests} requests to reach full"
         assert ask(client, "good 399").headers["x-tiergate-tier"] == "small"
 
         # bad traffic: the candidate now answers wrongly; the verify shadows catch it
-        for n, text in enumerate(BAD, start=1):
+        n = 0
+        for text in BAD:
+            n += 1
             ask(client, text)
             settle(gw)
             if stage(manager) == "rolled_back":
@@ -121,8 +125,7 @@ def test_advances_through_every_stage_then_rolls_back_on_bad_traffic(tmp_path: A
         assert r.headers["x-tiergate-tier"] == "frontier"
         assert r.headers["x-tiergate-route-reason"] == "rollout:rolled_back"
 
-    store = RolloutStore(RolloutStore_engine(cfg))
-    events = store.history("triage")
+    events = RolloutStore(open_store(cfg["store"]["url"])).history("triage")
     assert [(e["from_stage"], e["to_stage"]) for e in events] == [
         (None, "shadow"), ("shadow", "canary-10"), ("canary-10", "canary-50"), ("canary-50", "full"),
         ("full", "rolled_back")]
@@ -131,7 +134,77 @@ def test_advances_through_every_stage_then_rolls_back_on_bad_traffic(tmp_path: A
     assert events[1]["stats"]["agreement_lower"] >= 0.9
 
 
-def RolloutStore_engine(cfg: dict[str, Any]) -> Any:
-    from tiergate.store.db import create_store_engine
+def test_state_and_gate_window_survive_a_restart(tmp_path: Any, stubs: Any) -> None:
+    frontier, small = stubs
+    cfg = config(f"sqlite:///{tmp_path / 'r.db'}", frontier, small, gates={**GATES, "min_compared": 1000})
+    with rollout_gateway(cfg) as (gw, manager):
+        client = openai.OpenAI(base_url=gw.base_url, api_key="none", max_retries=0)
+        manager.store.advance("triage", reason="test: straight to canary-50", actor="test")
+        on_loop(gw, manager.runtimes["triage"].router.refresh())
+        for text in list(GOOD)[:40]:
+            ask(client, text)
+        settle(gw)
+        before = manager.status()["triage"]
+    assert before["stage"] == "canary-10" and before["window"]["compared"] == 40
+    with rollout_gateway(cfg) as (gw, manager):
+        after = manager.status()["triage"]
+        assert after["stage"] == "canary-10" and after["version"] == before["version"]
+        for key in ("compared", "agreement", "answers", "errors", "checked", "flagged"):
+            assert after["window"][key] == before["window"][key], key
+        assert after["window"]["latency_samples"] == before["window"]["latency_samples"]
 
-    return create_store_engine(cfg["store"]["url"])
+
+def test_shadow_adds_no_caller_latency_and_never_changes_the_answer(tmp_path: Any, stubs: Any) -> None:
+    frontier, _ = stubs
+    answers = {k: "billing" if v == "technical" else "technical" for k, v in GOOD.items()}  # always wrong, slowly
+    with start_stub(model="slow", answers=answers, latency_ms=300) as slow:
+        cfg = config(f"sqlite:///{tmp_path / 'r.db'}", frontier, slow,
+                     gates={**GATES, "rollback_min_compared": 1000, "min_compared": 1000})
+        cfg["workloads"]["plain"] = {"tier": "frontier"}
+        with rollout_gateway(cfg) as (gw, manager):
+            client = openai.OpenAI(base_url=gw.base_url, api_key="none", max_retries=0)
+            timings: dict[str, list[float]] = {"triage": [], "plain": []}
+            for i, text in enumerate(list(GOOD)[:40]):
+                for workload in ("triage", "plain") if i % 2 else ("plain", "triage"):
+                    t = time.perf_counter()
+                    r = client.chat.completions.with_raw_response.create(
+                        model="auto", messages=[{"role": "user", "content": text}],
+                        extra_headers={"X-Tiergate-Workload": workload})
+                    timings[workload].append((time.perf_counter() - t) * 1000)
+                    assert r.parse().choices[0].message.content == GOOD[text]
+                    assert r.headers["x-tiergate-tier"] == "frontier"
+            settle(gw)
+            status = manager.status()["triage"]
+        shadowed = sorted(timings["triage"])
+        plain = sorted(timings["plain"])
+        p50s, p95s = shadowed[len(shadowed) // 2], shadowed[int(len(shadowed) * 0.95) - 1]
+        p50p, p95p = plain[len(plain) // 2], plain[int(len(plain) * 0.95) - 1]
+        print(f"caller latency with a 300 ms shadow: p50 {p50s:.1f} ms p95 {p95s:.1f} ms; "
+              f"without shadow: p50 {p50p:.1f} ms p95 {p95p:.1f} ms")
+        assert p95s < 150, f"shadowed requests waited for the 300 ms candidate (p95 {p95s:.0f} ms)"
+        assert p50s < p50p + 20
+        assert status["stage"] == "shadow" and status["window"]["compared"] == 40
+        assert status["window"]["agreement"] == 0.0  # scored, stored, and never shown to the caller
+        assert len(slow.requests()) == 40
+
+
+def test_canary_split_is_sticky_per_caller_key(tmp_path: Any, stubs: Any) -> None:
+    frontier, small = stubs
+    cfg = config(f"sqlite:///{tmp_path / 'r.db'}", frontier, small, verify_fraction=0.0, shadow_fraction=0.0,
+                 gates={**GATES, "min_compared": 1000})
+    with rollout_gateway(cfg) as (gw, manager):
+        client = openai.OpenAI(base_url=gw.base_url, api_key="none", max_retries=0)
+        manager.store.advance("triage", reason="test", actor="test")
+        on_loop(gw, manager.runtimes["triage"].router.refresh())
+        tiers = {}
+        for i in range(60):
+            key = f"caller-{i % 20}"
+            tier = ask(client, f"good {i}", key=key).headers["x-tiergate-tier"]
+            assert tiers.setdefault(key, tier) == tier, "a caller changed sides"
+        canary = [k for k, t in tiers.items() if t == "small"]
+        manager.store.advance("triage", reason="test", actor="test")  # 10% -> 50%: the 10% stay on the candidate
+        on_loop(gw, manager.runtimes["triage"].router.refresh())
+        for key in canary:
+            assert ask(client, "good 1", key=key).headers["x-tiergate-tier"] == "small"
+        shares = [ask(client, "good 2", key=f"k{i}").headers["x-tiergate-tier"] for i in range(200)]
+        assert 60 <= shares.count("small") <= 140

@@ -90,8 +90,9 @@ def test_boundary_embedding_mode_scores_out_of_scope_higher(tmp_path):
     assert asyncio.run(_decide(with_small, _req("refund the purchase"))).reason == "boundary:in_scope"
 
 
-FAST = {"max_steps": 40, "batch_size": 8, "max_seq_len": 16, "learning_rate": 1e-4, "head_learning_rate": 3e-2,
-        "warmup_ratio": 0.0, "progress": False, "val_fraction": 0.0}
+# one batch per step (few checkpoints), no validation set: temperature 1, so confidences stay inside (0, 1)
+FAST = {"max_steps": 10, "batch_size": 32, "max_seq_len": 16, "learning_rate": 1e-4, "head_learning_rate": 3e-2,
+        "warmup_ratio": 0.0, "progress": False, "val_fraction": 0.0, "eval_every_epoch": False}
 
 
 @pytest.fixture(scope="module")
@@ -100,11 +101,9 @@ def classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiergate.train import get_trainer
 
     rows = [Example(t, k, i) for k, texts in INTENTS.items() for i, t in enumerate(texts[:7])]
-    val = [Example(t, k, i) for k, texts in INTENTS.items() for i, t in enumerate(texts[7:])]
     trainer = get_trainer("classifier")
     out = tmp_path_factory.mktemp("models") / "intents"
-    trainer.train(Dataset(rows, "classification", path="train"), Dataset(val, "classification", path="val"), out,
-                  trainer.make_config(FAST))
+    trainer.train(Dataset(rows, "classification", path="train"), None, out, trainer.make_config(FAST))
     return out
 
 
@@ -133,15 +132,19 @@ def _outcomes_rows(seed: int = 0) -> list[dict[str, Any]]:
     """In-domain prompts the small tier answers as well as the large one; off-domain prompts only the large
     tier answers. Real text, so the router must learn it from the MiniLM embedding."""
     rng = random.Random(seed)
-    subjects = ["card", "refund", "PIN", "transfer", "account statement"]
+    subjects = ["card", "refund", "PIN", "transfer", "account statement", "direct debit", "savings pot",
+                "card payment"]
     asks = ["where is my {}", "problem with my {}", "help with the {}", "status of my {}", "question about my {}"]
     topics = ["the french revolution", "black holes", "sourdough bread", "the stock market in 1929", "protein folding",
-              "impressionist painting", "the roman empire", "climate models", "jazz history", "chess openings"]
+              "impressionist painting", "the roman empire", "climate models", "jazz history", "chess openings",
+              "plate tectonics", "game theory", "baroque music", "the cold war", "machine translation",
+              "coral reefs"]
     tasks = ["write an essay on {}", "explain {} in detail", "compare two theories about {}", "summarise the debate on {}",
-             "give a lecture outline about {}"]
+             "give a lecture outline about {}", "what are open research questions in {}", "critique a book on {}",
+             "draft exam questions about {}"]
     rows = []
     for a, s in itertools.product(asks, subjects):
-        for suffix in ("", " please", " today"):
+        for suffix in ("", " please", " today", " now", "?"):
             rows.append({"prompt": a.format(s) + suffix, "scores": {"small": 1.0, "large": 1.0},
                          "costs": {"small": 0.0002, "large": 0.004}})
     for t, topic in itertools.product(tasks, topics):
@@ -173,7 +176,8 @@ def test_learned_router_trains_routes_and_beats_random(tmp_path, outcome_files):
     model.save(tmp_path / "r")
     loaded = LearnedRouterModel.load(tmp_path / "r")
     report = evaluate_on_outcomes(loaded, read_outcomes(test))
-    assert report["router"]["apgr"] > 0.85 > report["random"]["apgr"] == pytest.approx(0.5)
+    assert report["random"]["apgr"] == pytest.approx(0.5)
+    assert report["router"]["apgr"] > max(0.7, 0.9 * report["oracle"]["apgr"])
     assert report["router"]["aiq"] > report["random"]["aiq"]
     assert report["oracle"]["apgr"] >= report["router"]["apgr"]
     assert report["operating_point"]["quality_vs_large"] >= 0.9
@@ -186,22 +190,23 @@ def test_learned_router_trains_routes_and_beats_random(tmp_path, outcome_files):
 
 
 def test_calibration_hits_a_requested_share_within_tolerance(outcome_files):
-    """Calibrate the learned router on one half for 30% large-tier traffic; the other half's share is within
-    +-8 points (about 2.5 binomial standard errors at n=150 plus the granularity of the held-out scores)."""
+    """Train for 30% large-tier traffic (threshold from out-of-fold predictions on the training half); on the
+    held-out half the share is within +-8 points (about 2.2 binomial standard errors at n=164). Calibrating on
+    a set itself hits the share up to ties (1/n)."""
     from tiergate.routing.evaluation import calibrate_on_outcomes, evaluate_on_outcomes
     from tiergate.routing.learned import LearnedTrainOptions, train_learned_router
     from tiergate.routing.outcomes import read_outcomes
 
     train, test = outcome_files
     oc_train, oc_test = read_outcomes(train), read_outcomes(test)
+    assert len(oc_test) >= 160
     model = train_learned_router(oc_train, LearnedTrainOptions(target_large_share=0.3))
-    # the training half's out-of-fold share is exact up to ties
     assert model.meta["cv"]["operating_point"]["large_share"] == pytest.approx(0.3, abs=1 / len(oc_train))
-    val, held = oc_test.subset(range(0, len(oc_test), 2)), oc_test.subset(range(1, len(oc_test), 2))
-    cal = calibrate_on_outcomes(model, val, target_large_share=0.3)
-    assert cal["validation"]["large_share"] == pytest.approx(0.3, abs=1 / len(val))
-    share = evaluate_on_outcomes(model, held, threshold=cal["threshold"])["operating_point"]["large_share"]
-    assert abs(share - 0.3) <= 0.08
+    held = evaluate_on_outcomes(model, oc_test)["operating_point"]["large_share"]
+    assert abs(held - 0.3) <= 0.08
+    for share in (0.1, 0.5, 0.9):
+        cal = calibrate_on_outcomes(model, oc_test, target_large_share=share)
+        assert cal["validation"]["large_share"] == pytest.approx(share, abs=1 / len(oc_test))
 
 
 # -- cascade ------------------------------------------------------------------------------------------------------

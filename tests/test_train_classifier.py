@@ -96,7 +96,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
         if step == 3:
             raise Interrupted
 
-    cfg = get_trainer("classifier").make_config(config)
+    cfg = get_trainer("classifier").make_config({**config, "clean_checkpoints": False})
     with pytest.raises(Interrupted):
         ClassifierTrainer(on_step=stop_at_3).train(ds, None, tmp_path / "b", cfg)
     assert (tmp_path / "b" / "checkpoints" / "step-00000002").is_dir()
@@ -105,12 +105,11 @@ def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     assert seen == [3, 4]
     a, b = load_file(str(straight.path / "head.safetensors")), load_file(str(resumed.path / "head.safetensors"))
     assert (a["weight"] - b["weight"]).abs().max().item() < 1e-5
+    assert [p.name for p in (tmp_path / "b" / "checkpoints").iterdir()] == ["step-00000004"]  # keep_checkpoints=1
 
     other = get_trainer("classifier").make_config({**config, "learning_rate": 5e-5})
-    with pytest.raises(Interrupted):
-        ClassifierTrainer(on_step=stop_at_3).train(ds, None, tmp_path / "c", cfg)
     with pytest.raises(ConfigError, match="learning_rate"):
-        ClassifierTrainer().train(ds, None, tmp_path / "c", other)
+        ClassifierTrainer().train(ds, None, tmp_path / "b", other)
 
 
 def test_config_validation_and_coercion() -> None:

@@ -44,6 +44,15 @@ def is_json_object(text: str) -> bool:
     return isinstance(value, dict) or (isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value))
 
 
+def answer_form(text: str | None, label_max_words: int = 5) -> tuple[float, float, float]:
+    """One answer's form as a one-hot (short, JSON object, longer text); zeros when there is no answer."""
+    if text is None or not text.strip():
+        return (0.0, 0.0, 0.0)
+    if is_json_object(text):
+        return (0.0, 1.0, 0.0)
+    return (1.0, 0.0, 0.0) if len(_WORD.findall(text)) <= label_max_words else (0.0, 0.0, 1.0)
+
+
 def normalize_answer(text: str) -> str:
     return text.strip().strip("\"'`").rstrip(".!").strip().lower()
 

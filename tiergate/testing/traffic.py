@@ -5,7 +5,8 @@
 
 Four kinds of request, mixed and unlabelled (every record's workload is `workload`, "default" unless given):
 support tickets answered with one of five queue labels, invoices answered with a JSON object of fields,
-customer reviews answered with a free-text reply, and one-off questions (noise). Token counts are the text
+customer reviews answered with a free-text reply (tickets and reviews come from one support application and
+share its system prompt), and one-off questions to a general assistant (noise). Token counts are the text
 length over four; costs come from the token prices given (None prices leave cost_usd NULL: unpriced).
 """
 
@@ -30,6 +31,8 @@ _TRIAGE = {
     "refund": ["I want a refund for order {order}, the {product} is broken", "I returned the {product} but got no refund",
                "please refund my {plan} plan, I cancelled in time", "refund still pending for order {order}"],
 }
+# one support application sends both tickets and reviews: the two workloads share its system prompt
+_SUPPORT_APP = "You are the customer support assistant of a consumer electronics shop."
 _VENDORS = ["Acme GmbH", "Globex Ltd", "Initech Inc", "Umbrella SA", "Stark Supplies", "Wayne Parts", "Hooli BV"]
 _REVIEW_TOPICS = ["delivery was late but the {product} works great", "the {product} broke after a week",
                   "customer service was really helpful with my {product}", "the {product} is not as described",
@@ -40,11 +43,22 @@ _REPLY_BODIES = ["We have passed your note to the {product} team and will follow
                  "A replacement {product} is on its way; you do not need to send the old one back.",
                  "Our support team will reach out to make this right with your {product}.",
                  "We are glad the {product} is working well for you and will improve the manual."]
+# one-off requests to a general assistant: many shapes, so they do not form workloads of their own
 _NOISE = ["What is the capital of {country}?", "Write a haiku about {thing}.", "Explain how {thing} works to a child.",
           "Translate 'good morning, {name}' into {language}.", "Give me three ideas for a {thing} themed party.",
           "Summarise the history of {country} in two sentences.", "What rhymes with {thing}?",
           "Suggest a name for a pet {animal}.", "How long should I boil an egg at altitude in {country}?",
-          "Tell me a fun fact about {animal}s."]
+          "Tell me a fun fact about {animal}s.", "Is it safe to swim with {animal}s?", "Compose a limerick about {name}.",
+          "What should I pack for a week in {country}?", "Convert 37 degrees Celsius to Fahrenheit.",
+          "Why is the sky blue?", "Recommend a sci-fi novel for a teenager.", "How do I remove a coffee stain from a shirt?",
+          "Write a SQL query that counts rows per day.", "What is the difference between a list and a tuple in Python?",
+          "Plan a 20 minute workout without equipment.", "Draft a toast for {name}'s wedding.",
+          "Which planet has the most moons?", "How many calories are in a banana?", "Explain compound interest briefly.",
+          "Give me a riddle about {thing}.", "What language do people speak in {country}?",
+          "Help me name my {thing} podcast.", "How do {animal}s sleep?", "What year did the Berlin wall fall?",
+          "Outline a short story set in {country} about {thing}.", "Is {language} hard to learn for English speakers?",
+          "List five board games for two players.", "What is a good stretch for lower back pain?",
+          "How do I say 'thank you' in {language}?", "Describe the taste of {thing} to someone who never had it."]
 _FILL = {
     "plan": ["Pro", "Basic", "Family", "Team", "Premium"], "product": ["router", "thermostat", "headphones", "camera",
     "smartwatch", "blender"], "code": ["E102", "E404", "0x80070005", "SYNC-17"], "country": ["Peru", "Norway", "Kenya",
@@ -65,8 +79,8 @@ def _triage(rng: random.Random) -> tuple[str, str, str]:
     label = rng.choice(sorted(_TRIAGE))
     text = _fill(rng, rng.choice(_TRIAGE[label]))
     prompt = rng.choice(["Ticket: {t}.", "Support ticket #{n}: {t}. Which queue?", "Customer wrote: \"{t}\""])
-    return ("Route the support ticket to one queue: billing, technical, account, shipping or refund.",
-            prompt.format(t=text, n=rng.randint(1000, 9999)), label)
+    return (_SUPPORT_APP, "Route this ticket to one queue (billing, technical, account, shipping or refund).\n"
+            + prompt.format(t=text, n=rng.randint(1000, 9999)), label)
 
 
 def _invoice(rng: random.Random) -> tuple[str, str, str]:
@@ -86,7 +100,7 @@ def _reply(rng: random.Random) -> tuple[str, str, str]:
     prompt = rng.choice(["Write a short, friendly reply to this customer review: \"{r}\"",
                          "Draft our public reply to the review below.\nReview: {r}"])
     answer = f"{rng.choice(_REPLY_OPENERS)} {_fill(rng, rng.choice(_REPLY_BODIES))} Best regards, the support team."
-    return "You write replies to customer reviews for a consumer electronics shop.", prompt.format(r=review), answer
+    return _SUPPORT_APP, prompt.format(r=review), answer
 
 
 def _noise(rng: random.Random) -> tuple[str, str, str]:

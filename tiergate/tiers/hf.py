@@ -23,8 +23,11 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
+from collections.abc import Callable
+from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from tiergate import bundled
 from tiergate.errors import ConfigError
@@ -36,6 +39,27 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "TIERGATE_CACHE_DIR"
 _MARKER = "tiergate-converted.json"
+
+LOAD_LOCK = threading.RLock()
+"""Held around every transformers / peft load in this process. `from_pretrained` is not thread-safe: two
+threads loading at once can leave weights on the meta device or silently random (seen with transformers 5.23:
+`lm_head.weight MISSING`), and the gateway starts its tiers concurrently. Other in-process loaders (the
+classifier tier, the trainers) should hold it too. A process-wide lock is the one module-level state here,
+because the hazard it guards is process-wide."""
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def serialized(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run `fn` under LOAD_LOCK."""
+
+    @wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with LOAD_LOCK:
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 # ChatML: what SmolLM2, Qwen and many small instruct models use; only for tokenizers that carry no template.
 CHATML_TEMPLATE = (
@@ -117,6 +141,26 @@ def _drop_gguf_quantizer(model: Any) -> None:
     quantizer.remove_quantization_config(model)
 
 
+@serialized
+def read_gguf(gguf_file: Path) -> tuple[Any, Any]:
+    """Model (dequantized to float32, trainable) and tokenizer straight from a GGUF file: the slow path."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, fname = str(gguf_file.parent), gguf_file.name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname)
+    except (OSError, ValueError, ImportError) as exc:
+        raise ConfigError(f"cannot read GGUF file {gguf_file}: {exc}") from exc
+    _drop_gguf_quantizer(model)
+    return model, tokenizer
+
+
+class _CacheUnwritable(ConfigError):
+    """The converted-weights cache cannot be written (read-only home, full disk)."""
+
+
+@serialized
 def convert_gguf(gguf_file: Path, cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Dequantize `gguf_file` once into a safetensors directory (model + tokenizer) and return its path.
 
@@ -125,19 +169,14 @@ def convert_gguf(gguf_file: Path, cache_dir: str | os.PathLike[str] | None = Non
     target = converted_dir(gguf_file, cache_dir)
     if _is_complete(target):
         return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    try:  # before the slow read, so an unwritable cache costs nothing
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as exc:
+        raise _CacheUnwritable(f"cannot write converted weights under {target.parent}: {exc}") from exc
     log.info("converting %s to safetensors under %s (first load only)", gguf_file, target)
-    folder, fname = str(gguf_file.parent), gguf_file.name
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname)
-    except (OSError, ValueError, ImportError) as exc:
-        raise ConfigError(f"cannot read GGUF file {gguf_file}: {exc}") from exc
-    _drop_gguf_quantizer(model)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+        model, tokenizer = read_gguf(gguf_file)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / _MARKER).write_text(json.dumps({"source": str(gguf_file), "size": gguf_file.stat().st_size}))
@@ -146,6 +185,8 @@ def convert_gguf(gguf_file: Path, cache_dir: str | os.PathLike[str] | None = Non
         except OSError:
             if not _is_complete(target):  # not a lost race: something else is wrong
                 raise
+    except OSError as exc:
+        raise _CacheUnwritable(f"cannot write converted weights under {target.parent}: {exc}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
@@ -165,27 +206,31 @@ def ensure_chat_ready(tokenizer: Any) -> Any:
 
 
 def resolve_weights(name_or_path: str, cache_dir: str | os.PathLike[str] | None = None) -> str:
-    """The directory or hub id `from_pretrained` should read: a converted GGUF copy, else `name_or_path`."""
+    """The directory or hub id `from_pretrained` should read: a converted GGUF copy, else `name_or_path`.
+    Raises ConfigError when a GGUF cannot be converted or its copy cannot be written."""
     gguf_file = gguf_source(name_or_path)
     if gguf_file is None:
         return name_or_path
-    try:
-        return str(convert_gguf(gguf_file, cache_dir))
-    except OSError as exc:
-        raise ConfigError(f"cannot write converted weights under {cache_root(cache_dir)}: {exc}") from exc
+    return str(convert_gguf(gguf_file, cache_dir))
 
 
+@serialized
 def load_tokenizer(name_or_path: str, *, cache_dir: str | os.PathLike[str] | None = None) -> Any:
     """The chat-ready tokenizer of `name_or_path` (bundled names and .gguf files go through the cache)."""
     from transformers import AutoTokenizer
 
-    source = resolve_weights(name_or_path, cache_dir)
+    try:
+        source = resolve_weights(name_or_path, cache_dir)
+    except _CacheUnwritable as exc:
+        log.warning("%s; reading the GGUF file directly", exc)
+        return ensure_chat_ready(read_gguf(gguf_source(name_or_path))[1])  # type: ignore[arg-type]
     try:
         return ensure_chat_ready(AutoTokenizer.from_pretrained(source))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load tokenizer {name_or_path!r}: {exc}") from exc
 
 
+@serialized
 def load_causal_lm(
     name_or_path: str, *, device: str = "auto", dtype: str = "auto",
     cache_dir: str | os.PathLike[str] | None = None, adapter: str | os.PathLike[str] | None = None,
@@ -202,17 +247,23 @@ def load_causal_lm(
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    source = resolve_weights(name_or_path, cache_dir)
+    tokenizer: Any = None
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load model {name_or_path!r}: {exc}") from exc
-    tok_source = source
+        source = resolve_weights(name_or_path, cache_dir)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot load model {name_or_path!r}: {exc}") from exc
+    except _CacheUnwritable as exc:  # still serve, just without the fast path next time
+        log.warning("%s; reading the GGUF file directly (every start pays the conversion)", exc)
+        model, tokenizer = read_gguf(gguf_source(name_or_path))  # type: ignore[arg-type]
+        model.to(torch_dtype)
+        source = name_or_path
     if adapter is not None:
         model = _apply_adapter(model, Path(adapter), merge=merge_adapter)
         if (Path(adapter) / "tokenizer_config.json").is_file():
-            tok_source = str(adapter)
-    tokenizer = load_tokenizer(tok_source)
+            tokenizer = load_tokenizer(str(adapter))
+    tokenizer = ensure_chat_ready(tokenizer) if tokenizer is not None else load_tokenizer(source)
     model.to(dev)
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -139,6 +139,7 @@ class LMEngine:
 
         with torch.inference_mode():
             while not self._stopping:
+                new: list[_Pending] = []
                 try:
                     new = self._take_new()
                     if new:
@@ -147,7 +148,12 @@ class LMEngine:
                         self._decode_step()
                 except Exception as exc:  # a failed forward must not kill the worker or strand requests
                     log.exception("local model step failed")
-                    self._fail_all(UpstreamError(f"local model failed: {type(exc).__name__}: {exc}"))
+                    error = UpstreamError(f"local model failed: {type(exc).__name__}: {exc}")
+                    joined = {id(row.stream) for row in self._rows}
+                    for pending in new:
+                        if id(pending.stream) not in joined:
+                            self._post(pending.stream, error)
+                    self._fail_all(error)
         self._fail_all(UpstreamError("the local model engine stopped"))
         while True:
             try:

@@ -138,6 +138,7 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
         started = time.perf_counter()
         out = Path(out_dir)
         self.check_task(train_ds.validate())
+        data_hash = train_ds.data_hash()  # of the data as given, before a validation share is carved out
         if eval_ds is None and config.val_fraction > 0:
             carved = split_dataset(train_ds, val=config.val_fraction, test=0.0, seed=config.seed)
             train_ds, eval_ds = carved.train, carved.validation
@@ -168,7 +169,7 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_lambda(total, int(config.warmup_ratio * total), config.lr_schedule))
         loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        identity = {**config.identity(), "data_hash": train_ds.data_hash(), "total_steps": total}
+        identity = {**config.identity(), "data_hash": data_hash, "total_steps": total}
 
         step, history, spent = 0, [], 0.0
         ckpt = latest_checkpoint(out) if config.resume else None
@@ -226,12 +227,12 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
         bar.close()
         train_time = spent + time.perf_counter() - started
         return self._finish(out, model, tokenizer, labels, config, train_ds, eval_ds, train_ids, eval_ids, eval_y,
-                            history, train_time, device)
+                            history, train_time, device, data_hash)
 
     def _finish(self, out: Path, model: EncoderClassifier, tokenizer: Any, labels: list[str], config: ClassifierConfig,
                 train_ds: Dataset, eval_ds: Dataset | None, train_ids: list[list[int]], eval_ids: list[list[int]],
                 eval_y: list[int], history: list[dict[str, Any]], train_time: float,
-                device: torch.device) -> TrainedModel:
+                device: torch.device, data_hash: str) -> TrainedModel:
         pad_id = tokenizer.pad_token_id or 0
         bank = None
         if config.knn_weight > 0:
@@ -264,7 +265,7 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         manifest = new_manifest(
             kind="classifier", tier_kind="classifier", task="classification", base_model=config.base_model,
-            data_hash=train_ds.data_hash(), eval_data_hash=eval_ds.data_hash() if eval_ds is not None else None,
+            data_hash=data_hash, eval_data_hash=eval_ds.data_hash() if eval_ds is not None else None,
             config=config.to_json(), metrics={k: v for k, v in metrics.items() if k != "history"})
         write_manifest(out, manifest)
         if config.clean_checkpoints:

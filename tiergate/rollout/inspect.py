@@ -1,0 +1,55 @@
+"""Rollout status from the store alone (no running gateway): for the CLI.
+
+    rollout_status(engine, config)               # every rollout: row, gate window rebuilt from records, verdict
+    rollout_options(config, "support-triage")    # the workload's `rollout` router options, or None
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine
+
+from tiergate.rollout.gates import evaluate
+from tiergate.rollout.router import RolloutOptions, RolloutRouter
+from tiergate.rollout.scoring import Runtime, rebuild_window
+from tiergate.rollout.state import RolloutStore
+
+
+def rollout_options(config: Any, workload: str) -> RolloutOptions | None:
+    wl = config.workloads.get(workload)
+    if wl is None:
+        return None
+    for spec in wl.policy:
+        if spec.kind == "rollout":
+            return RolloutOptions.model_validate(spec.model_dump(exclude={"kind"}))
+    return None
+
+
+def _runtime(config: Any, workload: str, store: RolloutStore) -> Runtime | None:
+    from tiergate.routing.base import RoutingContext
+
+    opts = rollout_options(config, workload)
+    state = store.get(workload)
+    if opts is None or state is None:
+        return None
+    router = RolloutRouter(opts, RoutingContext(tiers=dict(config.tiers), workload=workload))
+    router.state = state
+    monitor = getattr(config, "monitor", None)
+    specs = dict(getattr(monitor, "workloads", None) or {})
+    return Runtime.build(router, config, specs)
+
+
+def rollout_status(engine: Engine, config: Any, workload: str | None = None) -> list[dict[str, Any]]:
+    store = RolloutStore(engine)
+    states = [store.require(workload)] if workload else store.list()
+    out = []
+    for state in states:
+        row: dict[str, Any] = state.to_json()
+        rt = _runtime(config, state.workload, store)
+        if rt is not None:
+            window = rebuild_window(engine, rt)
+            verdict = evaluate(window, rt.router.opts.gates)
+            row.update(window=verdict.stats, gates=verdict.reasons, next_action=verdict.action)
+        out.append(row)
+    return out
