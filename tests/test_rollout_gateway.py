@@ -5,6 +5,7 @@ caller's answer, add no caller latency, and stay sticky per caller key."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from typing import Any
 
 import openai
 import pytest
+from typer.testing import CliRunner
 
 from tiergate.rollout.manager import RolloutManager, attach
 from tiergate.rollout.state import RolloutStore
@@ -208,3 +210,52 @@ def test_canary_split_is_sticky_per_caller_key(tmp_path: Any, stubs: Any) -> Non
             assert ask(client, "good 1", key=key).headers["x-tiergate-tier"] == "small"
         shares = [ask(client, "good 2", key=f"k{i}").headers["x-tiergate-tier"] for i in range(200)]
         assert 60 <= shares.count("small") <= 140
+
+
+def test_manual_control_from_the_admin_api_and_the_cli(tmp_path: Any, stubs: Any) -> None:
+    from tests.test_monitor_gateway import cli_app
+    from tiergate.rollout.serve import with_rollout
+
+    frontier, small = stubs
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    cfg = config(db, frontier, small, refresh_s=0.1)
+    cfg["auth"]["admin_token"] = "adm"
+    with rollout_gateway(cfg) as (gw, manager):
+        with_rollout(gw.app)
+        client = openai.OpenAI(base_url=gw.base_url, api_key="none", max_retries=0)
+        admin = {"Authorization": "Bearer adm"}
+        import httpx
+
+        http = httpx.Client(base_url=gw.url, timeout=30, trust_env=False)
+        assert http.post("/admin/rollouts/triage/hold").status_code == 401
+        r = http.post("/admin/rollouts/triage/hold", headers=admin, json={"reason": "freeze for the audit"})
+        assert r.status_code == 200 and r.json()["held"] is True
+        for text in list(GOOD)[:35]:  # the gates pass, but a held rollout does not advance
+            ask(client, text)
+            settle(gw)
+        status = http.get("/admin/rollouts/triage", headers=admin).json()
+        assert status["stage"] == "shadow" and status["next_action"] == "advance"
+        assert http.post("/admin/rollouts/triage/advance", headers=admin, json={"to": "canary-50"}).json()["stage"] \
+            == "canary-50"
+        assert http.post("/admin/rollouts/triage/advance", headers=admin, json={"to": "nope"}).status_code == 400
+
+        runner, app = CliRunner(), cli_app()
+        out = runner.invoke(app, ["rollout", "rollback", "triage", "--db", db, "-r", "pager says no"])
+        assert out.exit_code == 0 and "rolled_back" in out.output, out.output
+        deadline = time.monotonic() + 3
+        while ask(client, "good 1").headers["x-tiergate-route-reason"] != "rollout:rolled_back":
+            assert time.monotonic() < deadline, "the gateway did not adopt the CLI's rollback"
+            time.sleep(0.05)
+        assert runner.invoke(app, ["rollout", "start", "triage", "--db", db]).exit_code == 0
+        assert runner.invoke(app, ["rollout", "resume", "triage", "--db", db]).exit_code == 0
+        listed = http.get("/admin/rollouts", headers=admin).json()["data"]
+        assert [(x["workload"], x["stage"], x["held"]) for x in listed] == [("triage", "shadow", False)]
+        hist = http.get("/admin/rollouts/triage/history", headers=admin).json()["data"]
+    assert [(h["to_stage"], h["actor"]) for h in hist] == [
+        ("shadow", "config"), ("shadow", "admin"), ("canary-50", "admin"), ("rolled_back", "cli"), ("shadow", "cli"),
+        ("shadow", "cli")]
+    assert hist[3]["reason"] == "pager says no" and hist[1]["reason"] == "freeze for the audit"
+    shown = runner.invoke(app, ["rollout", "history", "triage", "--db", db, "--json"])
+    assert json.loads(shown.output)[-1]["reason"] == "resumed from the CLI"
+    status = runner.invoke(app, ["rollout", "status", "--db", db, "--json"])
+    assert status.exit_code == 0 and json.loads(status.output)[0]["stage"] == "shadow"

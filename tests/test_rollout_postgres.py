@@ -78,7 +78,7 @@ class Proc:
         return r
 
     def stage(self) -> str:
-        r = self.client.get("/admin/rollouts/triage", headers={"Authorization": "Bearer adm"})
+        r = self.client.get("/admin/rollouts/triage?view=routing", headers={"Authorization": "Bearer adm"})
         r.raise_for_status()
         return str(r.json()["stage"])
 

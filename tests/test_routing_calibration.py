@@ -82,8 +82,8 @@ def test_outcomes_csv_errors_and_costs_from_price_book(tmp_path):
 def test_curve_endpoints_ties_and_thresholds():
     r = np.array([0.9, 0.5, 0.5, 0.1])
     s = np.array([0.0, 1.0, 0.0, 1.0])
-    l = np.array([1.0, 1.0, 1.0, 1.0])
-    curve = routing_curve(r, s, l)
+    lg = np.array([1.0, 1.0, 1.0, 1.0])
+    curve = routing_curve(r, s, lg)
     assert [p.large_share for p in curve] == [0.0, 0.25, 0.75, 1.0]  # the tied pair moves together
     assert curve[0].quality == 0.5 and curve[-1].quality == 1.0
     for p in curve:  # escalate iff score > threshold reproduces each point
@@ -94,17 +94,17 @@ def test_random_oracle_and_measures():
     rng = np.random.default_rng(0)
     n = 2000
     s = (rng.random(n) < 0.6).astype(float)
-    l = np.maximum(s, (rng.random(n) < 0.8).astype(float))
-    rep = compare_routers(rng.random(n), s, l, np.full(n, 0.1), np.full(n, 1.0))
+    lg = np.maximum(s, (rng.random(n) < 0.8).astype(float))
+    rep = compare_routers(rng.random(n), s, lg, np.full(n, 0.1), np.full(n, 1.0))
     assert rep["random"]["apgr"] == pytest.approx(0.5)
     assert rep["random"]["cpt_50"] == pytest.approx(0.5) and rep["random"]["cpt_80"] == pytest.approx(0.8)
     # a router of random scores is close to the random router; the oracle dominates both
     assert abs(rep["router"]["apgr"] - 0.5) < 0.05
-    gain_share = float(np.mean(l > s))
+    gain_share = float(np.mean(lg > s))
     assert rep["oracle"]["cpt_80"] == pytest.approx(0.8 * gain_share, abs=1e-3)
     assert rep["oracle"]["apgr"] > rep["router"]["apgr"] and rep["oracle"]["aiq"] > rep["random"]["aiq"]
     # a perfect router is the oracle
-    perfect = compare_routers(l - s, s, l)
+    perfect = compare_routers(lg - s, s, lg)
     assert perfect["router"]["apgr"] == pytest.approx(perfect["oracle"]["apgr"])
     assert rep["curves"]["router"][0]["large_share"] == 0.0 and len(rep["curves"]["router"]) <= 201
 
@@ -135,10 +135,10 @@ def test_threshold_for_share_hits_the_share_on_the_data_and_held_out():
 
 def test_threshold_for_quality_floor():
     s = np.array([1, 1, 0, 0, 1, 0], float)
-    l = np.array([1, 1, 1, 1, 1, 0], float)
+    lg = np.array([1, 1, 1, 1, 1, 0], float)
     r = np.array([0.1, 0.2, 0.9, 0.8, 0.3, 0.0])
-    t, point = threshold_for_quality(r, s, l, floor=1.0)
-    assert point.quality == pytest.approx(l.mean()) and point.large_share == pytest.approx(2 / 6)
+    t, point = threshold_for_quality(r, s, lg, floor=1.0)
+    assert point.quality == pytest.approx(lg.mean()) and point.large_share == pytest.approx(2 / 6)
     assert np.mean(r > t) == pytest.approx(2 / 6)
 
 
@@ -153,3 +153,29 @@ def test_selective_thresholds():
     assert t == 0.7 and point["accuracy_kept"] == pytest.approx(0.8)
     t = threshold_for_keep_share(conf, 0.5)
     assert np.mean(conf >= t) == 0.5
+
+
+def test_outcomes_from_shadow_pairs_in_the_store(tmp_path):
+    from tiergate.routing.shadow import outcomes_from_shadow
+    from tiergate.store.db import open_store
+    from tiergate.store.writer import insert_records
+
+    engine = open_store(f"sqlite:///{tmp_path / 'cap.db'}")
+
+    def rec(rid, tier, answer, role="primary", parent=None, cost=0.001, text="where is my card"):
+        return {"request_id": rid, "created_at": 1.0, "workload": "triage", "tier": tier, "role": role,
+                "parent_request_id": parent, "status": "ok", "stream": False, "answer": answer, "cost_usd": cost,
+                "messages": [{"role": "user", "content": text}]}
+
+    insert_records(engine, [
+        rec("a", "small", "card_arrival"), rec("a-s", "large", "Card_Arrival ", "shadow", "a", 0.01),
+        rec("b", "small", "refund", text="give me my money"), rec("b-s", "large", "dispute", "shadow", "b", 0.01),
+        rec("c", "small", "x", text="no pair"),                                   # no shadow
+        rec("d", "other", "x"), rec("d-s", "large", "x", "shadow", "d"),          # another tier
+    ])
+    oc = outcomes_from_shadow(engine, small="small", large="large", workload="triage")
+    assert oc.prompts == ["where is my card", "give me my money"]
+    assert oc.scores("small").tolist() == [1.0, 0.0] and oc.scores("large").tolist() == [1.0, 1.0]
+    assert oc.costs("large").tolist() == [0.01, 0.01] and oc.meta["source"] == "shadow"
+    with pytest.raises(DataError, match="no captured shadow pairs"):
+        outcomes_from_shadow(engine, small="small", large="large", workload="elsewhere")

@@ -45,7 +45,7 @@ MOVE_FIRST, WHEN_GROWS, ROUTE, KEEP, TOO_FEW = (
 def default_volume_threshold() -> float:
     from tiergate.costs.profile import Thresholds
 
-    return float(Thresholds().volume_per_month)
+    return float(Thresholds.model_validate({}).volume_per_month)
 
 
 def quadrant(spec: float | None, volume_per_month: float | None, spec_threshold: float, volume_threshold: float) -> str:
@@ -106,7 +106,7 @@ def discover(
     out = []
     for cid in sorted(set(labels.tolist()), key=lambda c: (c < 0, c)):
         idx = np.flatnonzero(labels == cid)
-        members = [records[i] for i in idx]
+        members = [records[int(i)] for i in idx]
         vecs = users[idx]
         spent, unpriced = _cost_sum([r.get("cost_usd") for r in members])
         priced = [r for r in members if r.get("cost_usd") is not None]
@@ -140,7 +140,9 @@ def discover(
                             -c["requests"]))
     meta = {"analyzed": len(records), "scale": scale, "window": window.as_dict(),
             "features": used,
-            "clusters_requested": str(clusters), "small_tier": None if small is None else small[0],
+            "clusters_requested": str(clusters),
+            "cut_k": max(scores, key=lambda k: scores[k]) if scores else None,
+            "small_tier": None if small is None else small[0],
             "thresholds": {"specificity": spec_threshold, "volume_per_month": vol_line, "min_share": min_share,
                            "near_duplicate_similarity": dup_threshold}}
     return Analysis(out, labels, [str(r.get("request_id")) for r in records], scores, meta)
@@ -149,11 +151,10 @@ def discover(
 # -- from the store ---------------------------------------------------------------------------------------------
 
 def load_requests(engine: Any, *, since: float | None = None, until: float | None = None,
-                  workload: str | None = None, max_requests: int = 20000,
-                  seed: int = 0) -> tuple[list[dict[str, Any]], int, int]:
-    """Answered primary requests with captured messages (at most `max_requests`, a random sample beyond), each
-    with its cascade first attempt's cost added; and the counts of eligible requests and of those without
-    captured messages."""
+                  workload: str | None = None, max_requests: int = 20000) -> tuple[list[dict[str, Any]], int, int]:
+    """Answered primary requests with captured messages (beyond `max_requests`, a systematic sample: every
+    n-th record id), each with its cascade first attempt's cost added; and the counts of eligible requests and
+    of answered requests without captured messages."""
     from sqlalchemy import func, select
 
     from tiergate.store.schema import records as r
@@ -173,7 +174,9 @@ def load_requests(engine: Any, *, since: float | None = None, until: float | Non
                                 .where(r.c.messages.is_not(None))).scalar_one()
         total = conn.execute(where(select(func.count()).select_from(r), "primary")).scalar_one()
         q = where(select(*cols), "primary").where(r.c.messages.is_not(None))
-        q = q.order_by(func.random()).limit(max_requests) if eligible > max_requests else q.order_by(r.c.id)
+        if eligible > max_requests:  # every step-th record: a deterministic sample spread over the window
+            q = q.where(r.c.id % (-(-eligible // max_requests)) == 0)
+        q = q.order_by(r.c.id).limit(max_requests)
         rows = [dict(row._mapping) for row in conn.execute(q)]
         firsts = {p: c for p, c in conn.execute(where(select(r.c.parent_request_id, r.c.cost_usd), "cascade_first"))}
     for row in rows:
@@ -225,5 +228,5 @@ def analyze_store(engine: Any, config: Any, *, since: float | None = None, until
     small = choose_small_tier(config, tier_pricers(config, book), rows, small_tier)
     result = discover(rows, embed=embed or minilm_embedder(), window=window, scale=eligible / len(rows),
                       clusters=clusters, small=small, **options)
-    result.meta.update(eligible=eligible, without_messages=without)
+    result.meta.update(eligible=eligible, without_messages=without, default_workload=config.routing.default_workload)
     return result

@@ -26,22 +26,26 @@ def render_console(report: dict[str, Any], console: Console) -> None:
 
     win = report["window"]
     days = "-" if win["days"] is None else f"{win['days']:.2f}"
-    sil = report["silhouette"].get(str(report["k"]))
+    cut = report.get("cut_k")
+    sil = report["silhouette"].get(str(cut)) if cut is not None else None
     feats = ", ".join(f"{k} x{v:g}" for k, v in report["features"].items() if v)
     other = next((c for c in report["clusters"] if c["other"]), None)
     console.print(f"{report['analyzed']:,} requests analysed ({report['eligible']:,} answered with messages, "
                   f"{report['without_messages']:,} without) over {days} days; features: {feats}; "
-                  f"{report['k']} clusters" + (f" (silhouette {sil:.3f})" if sil is not None else "")
+                  f"{report['k']} clusters" + (f" (tree cut at k={cut}, silhouette {sil:.3f})" if sil is not None else "")
                   + (f", {other['requests']:,} requests in small groups pooled as 'other'" if other else ""))
     t = Table(title="discovered workloads", title_justify="left")
     for col in ("id", "named", "requests", "a month", "spend/month", "output", "near-dup", "answer H",
                 "specificity", "quadrant", f"saving/month on {report['small_tier'] or '-'}"):
-        t.add_column(col, justify="left" if col in ("named", "output", "quadrant") else "right")
+        wide = col in ("named", "quadrant")
+        t.add_column(col, justify="left" if col in ("named", "output", "quadrant") else "right", no_wrap=wide,
+                     min_width=18 if wide else None)
     for c in report["clusters"]:
-        named = ", ".join(f"{w} {n / c['requests']:.0%}" for w, n in list(c["workloads"].items())[:2])
+        named = ", ".join(w if n == c["requests"] else f"{w} {n / c['requests']:.0%}"
+                          for w, n in list(c["workloads"].items())[:2])
         st = c["structure"]
         output = st["kind"] + (f" ({st['distinct_answers']})" if st["kind"] == "label" else "")
-        spend = usd(c["spend_per_month_usd"]) + (f" ({c['unpriced_requests']} unpriced)" if c["unpriced_requests"] else "")
+        spend = usd(c["spend_per_month_usd"]) + (f" +{c['unpriced_requests']} unpriced" if c["unpriced_requests"] else "")
         t.add_row("other" if c["other"] else str(c["id"]), named, f"{c['requests']:,}", _num(c["volume_per_month"]), spend, output,
                   f"{c['near_duplicate_share']:.0%}", f"{c['answer_entropy_bits']:.2f}",
                   _num(c["specificity"], "{:.2f}"), c["quadrant"], usd(c["saving_per_month_usd"]))
@@ -73,7 +77,10 @@ def quadrant_png(report: dict[str, Any]) -> bytes:
                    color=_COLOURS.get(kind, "tab:grey"), edgecolor="black")
         saving = c["saving_per_month_usd"]
         name = "other" if c["other"] else f"#{c['id']}"
-        ax.annotate(f"{name}: {c['representative'][:28]}...\n{kind}" + ("" if saving is None else f", saves {usd(saving)}/mo"),
+        named, count = next(iter(c["workloads"].items()))
+        what = (named if count >= 0.8 * c["requests"] and named != report.get("default_workload")
+                else c["representative"][:28] + "...")
+        ax.annotate(f"{name}: {what}\n{kind}" + ("" if saving is None else f", saves {usd(saving)}/mo"),
                     (c["volume_per_month"], c["specificity"]), textcoords="offset points", xytext=(8, 8), fontsize=8)
     ax.axvline(th["volume_per_month"], color="grey", linestyle="--")
     ax.axhline(th["specificity"], color="grey", linestyle="--")

@@ -15,6 +15,9 @@ _AREAS = [
     "tiergate.cli.gateway",   # serve, keys, logs, config
     "tiergate.cli.costs",     # costs report, tco, advise
     "tiergate.cli.train",     # data, train, eval, compare, models
+    "tiergate.cli.router",    # router train, eval, calibrate, boundary
+    "tiergate.cli.rollout",   # rollout, monitor, retrain
+    "tiergate.cli.analyze",   # analyze (workload discovery)
 ]
 
 

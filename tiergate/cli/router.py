@@ -2,6 +2,7 @@
 
     tiergate router kinds
     tiergate router train learned --outcomes train.jsonl --out routers/triage [--set model=mlp] [--cost small=0.0001]
+    tiergate router train learned --shadow-db sqlite:///tiergate.db --small intents --large frontier --out routers/t
     tiergate router train boundary --data train.csv --val val.csv --classifier models/intents --out routers/oos
     tiergate router eval --router routers/triage --outcomes test.jsonl --json report.json --html report.html
     tiergate router calibrate --router routers/triage --outcomes val.jsonl --target-share 0.3      # or --quality-floor 0.95
@@ -92,6 +93,10 @@ def register(app: typer.Typer) -> None:
         kind: Annotated[str, typer.Argument(help="learned or boundary")],
         out: Annotated[Path, typer.Option("--out", help="router directory to write")],
         outcomes: Annotated[str | None, typer.Option("--outcomes", help="outcomes file (learned)")] = None,
+        shadow_db: Annotated[str | None, typer.Option("--shadow-db", help="learned: build outcomes from the shadow "
+                                                                          "pairs captured in this store URL")] = None,
+        workload: Annotated[str | None, typer.Option(help="learned --shadow-db: only this workload")] = None,
+        agreement: Annotated[str, typer.Option(help="learned --shadow-db: exact, json or rouge_l")] = "exact",
         small: Annotated[str | None, typer.Option(help="small tier in the outcomes (default: the cheaper)")] = None,
         large: Annotated[str | None, typer.Option(help="large tier in the outcomes")] = None,
         data: Annotated[str | None, typer.Option("--data", help="the small model's training data (boundary)")] = None,
@@ -106,10 +111,22 @@ def register(app: typer.Typer) -> None:
         if kind == "learned":
             from tiergate.routing.learned import LearnedTrainOptions, train_learned_router
 
-            if outcomes is None:
-                raise ConfigError("tiergate router train learned needs --outcomes FILE")
-            model = train_learned_router(_outcomes(outcomes, cost, price), LearnedTrainOptions(**_sets(sets)),
-                                         small=small, large=large)
+            if shadow_db is not None:
+                from tiergate.routing.shadow import outcomes_from_shadow
+                from tiergate.store.db import open_store
+
+                if not (small and large):
+                    raise ConfigError("--shadow-db needs --small TIER and --large TIER")
+                if agreement not in ("exact", "json", "rouge_l"):
+                    raise ConfigError("--agreement must be exact, json or rouge_l")
+                oc = outcomes_from_shadow(open_store(shadow_db), small=small, large=large, workload=workload,
+                                          how=agreement)  # type: ignore[arg-type]
+                typer.echo(f"{len(oc)} shadow pairs from {oc.path}")
+            elif outcomes is not None:
+                oc = _outcomes(outcomes, cost, price)
+            else:
+                raise ConfigError("tiergate router train learned needs --outcomes FILE or --shadow-db URL")
+            model = train_learned_router(oc, LearnedTrainOptions(**_sets(sets)), small=small, large=large)
             model.save(out)
             cv = model.meta["cv"]
             typer.echo(f"{out}: learned router {model.small} -> {model.large}, threshold {model.threshold:.4f}, "

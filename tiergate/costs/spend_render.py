@@ -157,7 +157,8 @@ def chart_png(report: dict[str, Any]) -> bytes:
     bottom = [0.0] * len(days)
     for t in tiers:
         heights = [spend["by_day_tier"][d].get(t, {}).get("cost_usd", 0.0) for d in days]
-        ax1.bar(days, heights, bottom=bottom, label=f"on {t}")
+        unpriced = t in report["tiers"] and report["tiers"][t]["unknown_price"]
+        ax1.bar(days, heights, bottom=bottom, label=f"on {t}" + (" (unpriced: not shown)" if unpriced else ""))
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     if base:
         ax1.plot(days, [spend["by_day_counterfactual"][d][base["tier"]]["comparable_usd"] or 0 for d in days],
@@ -165,7 +166,8 @@ def chart_png(report: dict[str, Any]) -> bytes:
     ax1.set_title("spend per day (UTC)")
     ax1.yaxis.set_major_formatter(money)
     ax1.tick_params(axis="x", rotation=45)
-    ax1.legend(fontsize=8)
+    ax1.set_ylim(0, ax1.get_ylim()[1] * 1.3)  # room for the legend above the bars
+    ax1.legend(fontsize=8, loc="upper right", ncol=2)
     ax1.grid(True, axis="y", alpha=0.3)
     workloads = list(spend["by_workload"])
     priced = [t for t, info in report["tiers"].items() if not info["unknown_price"]]
@@ -178,7 +180,8 @@ def chart_png(report: dict[str, Any]) -> bytes:
     ax2.set_xticks([x + width * (len(series) - 1) / 2 for x in range(len(workloads))], workloads, rotation=20)
     ax2.set_title("actual spend against all on one tier, by workload" + like)
     ax2.yaxis.set_major_formatter(money)
-    ax2.legend(fontsize=8)
+    ax2.set_ylim(0, ax2.get_ylim()[1] * 1.2)
+    ax2.legend(fontsize=8, loc="upper right", ncol=2)
     ax2.grid(True, axis="y", alpha=0.3)
     title = "captured spend"
     if base and base["savings_pct"] is not None:

@@ -40,6 +40,7 @@ class MonitorConfig(BaseModel):
     window: int = Field(200, ge=20, description="requests in a drift window")
     step: int = Field(50, ge=1, description="test the window every this many requests")
     alpha: float = Field(0.005, gt=0, lt=1, description="p-value under which a drift check alarms")
+    consecutive: int = Field(1, ge=1, description="windows in a row under alpha before a drift check alarms")
     permutations: int = Field(1000, ge=50, description="permutations of the MMD test (p-values resolve to "
                                                        "1/(permutations+1))")
     reference_size: int = Field(500, ge=20, description="reference examples sampled for the MMD test")

@@ -37,6 +37,8 @@ class DetectorSettings:
     window: int = 200
     step: int = 50
     alpha: float = 0.005
+    consecutive: int = 1
+    """windows in a row under `alpha` before a p-value check alarms"""
     permutations: int = 1000
     quality_threshold: float = 0.9
     max_hallucination_rate: float = 0.02
@@ -86,10 +88,17 @@ class DriftDetector:
         self.quality, self.flags = _Stream(w), _Stream(w)
         self.tests = 0
         self.last: dict[str, CheckResult] = {}
+        self._streak: dict[str, int] = {}
 
     def _done(self, result: CheckResult) -> list[CheckResult]:
         self.last[result.kind] = result
         return [result]
+
+    def _pvalue(self, kind: str, n: int, stat: float, p: float, detail: dict[str, Any] | None = None
+                ) -> list[CheckResult]:
+        streak = self._streak.get(kind, 0) + 1 if p <= self.s.alpha else 0
+        self._streak[kind] = streak
+        return self._done(CheckResult(kind, n, stat, p, streak >= self.s.consecutive, detail or {}))
 
     def add_input(self, embedding: np.ndarray) -> list[CheckResult]:
         if self.reference is None or not self.inputs.add(np.asarray(embedding, dtype=np.float32), self.s.step):
@@ -97,23 +106,22 @@ class DriftDetector:
         self.tests += 1
         stat, p = self.reference.mmd_test(np.stack(list(self.inputs.items)), self.s.permutations,
                                           seed=self.s.seed + self.tests)
-        return self._done(CheckResult("input", len(self.inputs.items), stat, p, p <= self.s.alpha))
+        return self._pvalue("input", len(self.inputs.items), stat, p)
 
     def add_output(self, label: str | None, confidence: float | None) -> list[CheckResult]:
         out: list[CheckResult] = []
         if label is not None and self.label_counts and self.labels.add(label, self.s.step):
             stat, p = label_drift_pvalue(self.label_counts, list(self.labels.items))
             top = Counter(self.labels.items).most_common(3)
-            out += self._done(CheckResult("label", len(self.labels.items), stat, p, p <= self.s.alpha,
-                                          {"top": top}))
+            out += self._pvalue("label", len(self.labels.items), stat, p, {"top": top})
         if confidence is not None:
             if self.baseline is None:
                 self._fill_baseline(confidence)
             elif self.confs.add(float(confidence), self.s.step):
                 stat, p = confidence_drift_pvalue(self.baseline, list(self.confs.items))
                 mean = float(np.mean(list(self.confs.items)))
-                out += self._done(CheckResult("confidence", len(self.confs.items), stat, p, p <= self.s.alpha,
-                                              {"mean": mean, "baseline_mean": float(np.mean(self.baseline))}))
+                out += self._pvalue("confidence", len(self.confs.items), stat, p,
+                                    {"mean": mean, "baseline_mean": float(np.mean(self.baseline))})
         return out
 
     def _fill_baseline(self, confidence: float) -> None:

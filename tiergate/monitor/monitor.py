@@ -25,6 +25,7 @@ import numpy as np
 from sqlalchemy import insert
 
 from tiergate.data.dataset import input_text
+from tiergate.evaluate.metrics import match_label
 from tiergate.monitor.alerts import AlertRouter
 from tiergate.monitor.config import MonitorConfig, WorkloadMonitorConfig
 from tiergate.monitor.detector import CheckResult, DetectorSettings, DriftDetector
@@ -70,6 +71,7 @@ class Monitor:
         self.alerts = AlertRouter(webhook_url=config.webhook_url, webhook_timeout_s=config.webhook_timeout_s,
                                   registry=registry)
         self.settings = DetectorSettings(window=config.window, step=config.step, alpha=config.alpha,
+                                         consecutive=config.consecutive,
                                          permutations=config.permutations, quality_threshold=config.quality_threshold,
                                          confidence=config.confidence, seed=config.seed)
         self.workloads: dict[str, _Workload] = {}
@@ -130,7 +132,8 @@ class Monitor:
         self.alerts.flagged(wl.name, tier, flags)
         item.tier, item.flagged, item.confidence = tier, bool(flags), confidence
         if wl.task == "classification":
-            item.label = (rec.get("answer") or "").strip()
+            answer = (rec.get("answer") or "").strip()
+            item.label = match_label(answer, wl.cfg.labels) if wl.cfg.labels else answer
         item.scope_check = wl.cfg.min_similarity is not None and "out_of_scope" not in flags and text is not None
         if item.scope_check and item.text is None:
             item.text = text

@@ -2,6 +2,7 @@
 
     GET  /admin/rollouts                          every rollout: stage, tiers, held, live gate window
     GET  /admin/rollouts/{workload}               one rollout with its gate statistics and what it waits for
+                                                  (?view=routing: the stage this process routes by, unrefreshed)
     GET  /admin/rollouts/{workload}/history       the audit log of its transitions
     POST /admin/rollouts/{workload}/advance       {"to": "full"?, "reason": "..."}: next stage (or `to`)
     POST /admin/rollouts/{workload}/hold          no automatic advance (automatic rollback stays armed)
@@ -71,6 +72,7 @@ def _handler(fn):  # type: ignore[no-untyped-def]
 
 
 async def _adopt(gw: Any, state: RolloutState) -> dict[str, Any]:
+    """The stored state (adopted by this process at once) with this process's gate window."""
     manager = _manager(gw)
     if manager is not None and state.workload in manager.runtimes:
         manager.runtimes[state.workload].router.apply(state)
@@ -81,19 +83,17 @@ async def _adopt(gw: Any, state: RolloutState) -> dict[str, Any]:
 @_handler
 async def list_rollouts(request: Request, gw: Any) -> Response:
     states = await asyncio.to_thread(_store(gw).list)
-    manager = _manager(gw)
-    live = manager.status() if manager is not None else {}
-    return _json({"data": [live.get(s.workload, s.to_json()) for s in states]})
+    return _json({"data": [await _adopt(gw, s) for s in states]})
 
 
 @_handler
 async def show_rollout(request: Request, gw: Any) -> Response:
     workload = request.path_params["workload"]
     manager = _manager(gw)
-    if manager is not None and workload in manager.runtimes:
-        return _json(manager.status()[workload])
+    if request.query_params.get("view") == "routing" and manager is not None and workload in manager.runtimes:
+        return _json(manager.status()[workload])  # what this process routes by now, without re-reading
     state = await asyncio.to_thread(_store(gw).require, workload)
-    return _json(state.to_json())
+    return _json(await _adopt(gw, state))
 
 
 @_handler

@@ -19,11 +19,11 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.stats import norm
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -31,7 +31,7 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     P(true rate < lower) <= 1 - confidence, and likewise above `upper`. (0, 1) when n is 0."""
     if n <= 0:
         return 0.0, 1.0
-    z = float(norm.ppf(confidence))
+    z = NormalDist().inv_cdf(confidence)
     p = successes / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
@@ -104,12 +104,13 @@ class Window:
     def __len__(self) -> int:
         return len(self.items)
 
-    def stats(self, confidence: float = 0.95) -> dict[str, Any]:
+    def stats(self, confidence: float = 0.95, latency: bool = True) -> dict[str, Any]:
+        """Counts, rates and Wilson bounds; `latency=False` skips the p95 (the one O(window) figure)."""
         t = self._tally
         n_agree, agree = int(t.get("agree_n", 0)), int(t.get("agree", 0))
         n_err, err = int(t.get("error_n", 0)), int(t.get("error", 0))
         n_flag, flagged = int(t.get("flagged_n", 0)), int(t.get("flagged", 0))
-        lat = [o.latency_ms for o in self.items if o.latency_ms is not None]
+        lat = [o.latency_ms for o in self.items if o.latency_ms is not None] if latency else []
         a_lo, a_hi = wilson_interval(agree, n_agree, confidence)
         e_lo, _ = wilson_interval(err, n_err, confidence)
         h_lo, _ = wilson_interval(flagged, n_flag, confidence)
@@ -133,9 +134,10 @@ class Verdict:
     stats: dict[str, Any]
 
 
-def evaluate(window: Window, gates: GateConfig) -> Verdict:
-    """Judge the window; a failing gate wins over everything (in shadow it stops a candidate before it serves)."""
-    s = window.stats(gates.confidence)
+def evaluate(window: Window, gates: GateConfig, *, request_path: bool = False) -> Verdict:
+    """Judge the window; a failing gate wins over everything (in shadow it stops a candidate before it serves).
+    On the request path (`request_path`), the p95 latency is computed only when a latency gate is set."""
+    s = window.stats(gates.confidence, latency=gates.max_p95_latency_ms is not None or not request_path)
     fail: list[str] = []
     if s["compared"] >= gates.rollback_min_compared and s["agreement_upper"] < gates.agreement:
         fail.append(f"agreement {s['agreement']:.3f} over {s['compared']} pairs: upper bound "

@@ -98,7 +98,7 @@ class RolloutManager:
         state, opts = rt.router.state, rt.router.opts
         if state.stage == ROLLED_BACK or rt.router.store is None:
             return None
-        verdict = evaluate(rt.window, opts.gates)
+        verdict = evaluate(rt.window, opts.gates, request_path=True)
         rt.last_verdict = verdict
         self._metrics.observe(state.workload, verdict.stats)
         if rt.pending:
@@ -177,7 +177,7 @@ class RolloutManager:
     def status(self) -> dict[str, Any]:
         out = {}
         for wl, rt in self.runtimes.items():
-            verdict = rt.last_verdict or evaluate(rt.window, rt.router.opts.gates)
+            verdict = evaluate(rt.window, rt.router.opts.gates)
             out[wl] = {**rt.router.state.to_json(), "window": verdict.stats, "gates": verdict.reasons,
                        "next_action": verdict.action, "task": rt.task}
         return out

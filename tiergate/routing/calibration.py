@@ -46,15 +46,15 @@ def _as(x: Any) -> np.ndarray:
 def routing_curve(router_scores: Any, small_scores: Any, large_scores: Any, small_costs: Any = None,
                   large_costs: Any = None) -> list[CurvePoint]:
     """Every operating point of a threshold on `router_scores` (prompts with equal scores move together)."""
-    r, s, l = _as(router_scores), _as(small_scores), _as(large_scores)
+    r, s, lg = _as(router_scores), _as(small_scores), _as(large_scores)
     n = len(r)
-    if n == 0 or not (len(s) == len(l) == n):
+    if n == 0 or not (len(s) == len(lg) == n):
         raise ValueError("router, small and large scores must be non-empty and of one length")
     cs = _as(small_costs) if small_costs is not None else np.zeros(n)
     cl = _as(large_costs) if large_costs is not None else np.ones(n)
     order = np.argsort(-r, kind="stable")
     rs = r[order]
-    gain_q = np.concatenate([[0.0], np.cumsum((l - s)[order])])
+    gain_q = np.concatenate([[0.0], np.cumsum((lg - s)[order])])
     gain_c = np.concatenate([[0.0], np.cumsum((cl - cs)[order])])
     base_q, base_c = float(s.sum()), float(cs.sum())
     # group ends: positions k where rs[k-1] != rs[k] (a threshold cannot split equal scores)
@@ -73,8 +73,8 @@ def routing_curve(router_scores: Any, small_scores: Any, large_scores: Any, smal
 
 def oracle_scores(small_scores: Any, large_scores: Any, small_costs: Any = None, large_costs: Any = None) -> np.ndarray:
     """Escalation scores of the oracle: the quality gain of the large tier, ties broken towards lower extra cost."""
-    s, l = _as(small_scores), _as(large_scores)
-    gain = l - s
+    s, lg = _as(small_scores), _as(large_scores)
+    gain = lg - s
     if small_costs is None or large_costs is None:
         return gain
     extra = _as(large_costs) - _as(small_costs)
@@ -87,10 +87,10 @@ def oracle_scores(small_scores: Any, large_scores: Any, small_costs: Any = None,
 def random_curve(small_scores: Any, large_scores: Any, small_costs: Any = None, large_costs: Any = None,
                  steps: int = 100) -> list[CurvePoint]:
     """The expected curve of a router that escalates each prompt with probability f."""
-    s, l = _as(small_scores), _as(large_scores)
+    s, lg = _as(small_scores), _as(large_scores)
     cs = float(_as(small_costs).mean()) if small_costs is not None else 0.0
     cl = float(_as(large_costs).mean()) if large_costs is not None else 1.0
-    qs, ql = float(s.mean()), float(l.mean())
+    qs, ql = float(s.mean()), float(lg.mean())
     return [CurvePoint(float(f), float(cs + f * (cl - cs)), float(qs + f * (ql - qs)), None)
             for f in np.linspace(0.0, 1.0, steps + 1)]
 
@@ -190,19 +190,19 @@ def compare_routers(router_scores: Any, small_scores: Any, large_scores: Any, sm
                     large_costs: Any = None, *, threshold: float | None = None, max_points: int = 201
                     ) -> dict[str, Any]:
     """The router's curve and measures beside a random router and the oracle, on the same prompts."""
-    s, l = _as(small_scores), _as(large_scores)
+    s, lg = _as(small_scores), _as(large_scores)
     have_costs = small_costs is not None and large_costs is not None
-    router = routing_curve(router_scores, s, l, small_costs, large_costs)
-    oracle = routing_curve(oracle_scores(s, l, small_costs, large_costs), s, l, small_costs, large_costs)
-    rand = random_curve(s, l, small_costs, large_costs)
+    router = routing_curve(router_scores, s, lg, small_costs, large_costs)
+    oracle = routing_curve(oracle_scores(s, lg, small_costs, large_costs), s, lg, small_costs, large_costs)
+    rand = random_curve(s, lg, small_costs, large_costs)
     c_small, c_large = router[0].cost, router[-1].cost
     axis = "cost" if have_costs and c_large != c_small else "large_share"
     x_range = (min(c_small, c_large), max(c_small, c_large)) if axis == "cost" else (0.0, 1.0)
     out: dict[str, Any] = {
         "n": len(s), "axis": axis,
         "all_small": {"quality": float(s.mean()), "cost": c_small},
-        "all_large": {"quality": float(l.mean()), "cost": c_large},
-        "oracle_best": {"quality": float(np.maximum(s, l).mean()), "large_share": float(np.mean(l > s))},
+        "all_large": {"quality": float(lg.mean()), "cost": c_large},
+        "oracle_best": {"quality": float(np.maximum(s, lg).mean()), "large_share": float(np.mean(lg > s))},
         "router": summarize(router, x_range, axis),
         "random": summarize(rand, x_range, axis),
         "oracle": summarize(oracle, x_range, axis),
@@ -210,7 +210,7 @@ def compare_routers(router_scores: Any, small_scores: Any, large_scores: Any, sm
                    "oracle": thin(oracle, max_points)},
     }
     if threshold is not None:
-        out["operating_point"] = operating_point(router_scores, s, l, small_costs, large_costs, threshold)
+        out["operating_point"] = operating_point(router_scores, s, lg, small_costs, large_costs, threshold)
     return out
 
 
@@ -218,14 +218,14 @@ def operating_point(router_scores: Any, small_scores: Any, large_scores: Any, sm
                     large_costs: Any, threshold: float) -> dict[str, Any]:
     r = _as(router_scores)
     esc = r > threshold
-    s, l = _as(small_scores), _as(large_scores)
-    q = np.where(esc, l, s)
+    s, lg = _as(small_scores), _as(large_scores)
+    q = np.where(esc, lg, s)
     point: dict[str, Any] = {"threshold": threshold, "large_share": float(esc.mean()), "quality": float(q.mean())}
     if small_costs is not None and large_costs is not None:
         point["cost"] = float(np.where(esc, _as(large_costs), _as(small_costs)).mean())
-    if l.mean() > s.mean():
-        point["pgr"] = float((q.mean() - s.mean()) / (l.mean() - s.mean()))
-    point["quality_vs_large"] = float(q.mean() / l.mean()) if l.mean() else None
+    if lg.mean() > s.mean():
+        point["pgr"] = float((q.mean() - s.mean()) / (lg.mean() - s.mean()))
+    point["quality_vs_large"] = float(q.mean() / lg.mean()) if lg.mean() else None
     return point
 
 

@@ -32,6 +32,8 @@ from tiergate.routing.validity import parse_json_answer, requested_schema, schem
 
 
 class CascadeRouter(Router):
+    """The small tier answers first; its answer is kept when confident and valid, else the large tier answers."""
+
     kind = "cascade"
 
     class Options(RouterOptions):

@@ -68,16 +68,16 @@ def calibrate_on_outcomes(model: Any, outcomes: Outcomes, *, target_large_share:
         raise ConfigError("give one of target_large_share and quality_floor")
     small, large = _tiers(model, outcomes, small, large)
     scores = model.escalation_scores(outcomes.prompts)
-    s, l = outcomes.scores(small), outcomes.scores(large)
+    s, lg = outcomes.scores(small), outcomes.scores(large)
     costs = (outcomes.costs(small), outcomes.costs(large)) if outcomes.has_costs() else (None, None)
     if target_large_share is not None:
         thr = threshold_for_share(scores, target_large_share)
     else:
         assert quality_floor is not None
-        thr, _ = threshold_for_quality(scores, s, l, quality_floor, *costs)
+        thr, _ = threshold_for_quality(scores, s, lg, quality_floor, *costs)
     from tiergate.routing.calibration import operating_point
 
-    point = operating_point(scores, s, l, *costs, thr)
+    point = operating_point(scores, s, lg, *costs, thr)
     return {"threshold": thr, "target_large_share": target_large_share, "quality_floor": quality_floor,
             "validation": point, "small": small, "large": large, "outcomes": outcomes.path}
 

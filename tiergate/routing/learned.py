@@ -179,8 +179,8 @@ def train_learned_router(outcomes: Outcomes, options: LearnedTrainOptions | None
     if not (opts.use_embeddings or opts.use_features):
         raise ConfigError("learned router: use_embeddings and use_features are both off")
     small, large = outcomes.order_tiers(small, large)
-    s, l = outcomes.scores(small), outcomes.scores(large)
-    y = (l - s > opts.margin).astype(int)
+    s, lg = outcomes.scores(small), outcomes.scores(large)
+    y = (lg - s > opts.margin).astype(int)
     if y.min() == y.max():
         raise DataError(f"every prompt has the same label (large tier needed: {bool(y[0])}); nothing to learn",
                         path=outcomes.path)
@@ -196,10 +196,10 @@ def train_learned_router(outcomes: Outcomes, options: LearnedTrainOptions | None
     if opts.target_large_share is not None:
         threshold = threshold_for_share(oof, opts.target_large_share)
     elif opts.quality_floor is not None:
-        threshold, _ = threshold_for_quality(oof, s, l, opts.quality_floor, *costs)
+        threshold, _ = threshold_for_quality(oof, s, lg, opts.quality_floor, *costs)
     else:
         threshold = 0.5
-    cv = compare_routers(oof, s, l, *costs, threshold=threshold)
+    cv = compare_routers(oof, s, lg, *costs, threshold=threshold)
     mean, scale, layers = _fit(x, y, opts, c)
     meta = {"train_n": len(y), "positive_share": float(y.mean()), "C": c, "cv_auc": auc,
             "cv_auc_by_C": {str(cc): a for a, cc, _ in scored}, "outcomes": outcomes.path,

@@ -10,7 +10,7 @@ cost (a `score:TIER` column name is read as TIER too):
     prompt,small,frontier,cost:small,cost:frontier
 
     outcomes = read_outcomes("outcomes.jsonl")       # DataError names the file and line of a bad row
-    outcomes.tiers, outcomes.score_matrix(), outcomes.cost_matrix()
+    outcomes.tiers, outcomes.scores("small"), outcomes.costs("frontier")
     write_outcomes(outcomes, "outcomes.csv")
 """
 

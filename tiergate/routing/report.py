@@ -23,10 +23,9 @@ def curves_svg(report: dict[str, Any]) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     from tiergate.routing.calibration import upper_hull
-
-    import numpy as np
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     styles = {"router": ("C0", "-"), "random": ("0.5", "--"), "oracle": ("C2", ":")}

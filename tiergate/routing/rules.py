@@ -29,7 +29,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tiergate.errors import ConfigError
-from tiergate.routing.base import RouteDecision, Router, RouteRequest, RouterOptions, RoutingContext, message_text
+from tiergate.routing.base import (
+    RouteDecision,
+    Router,
+    RouteRequest,
+    RouterOptions,
+    RoutingContext,
+    message_text,
+)
 
 
 class Rule(BaseModel):
