@@ -119,11 +119,6 @@ def test_discovery_recovers_planted_workloads(tmp_path: Path) -> None:
 def test_cli_analyze(tmp_path: Path) -> None:
     url, cfg_path, rows = _store(tmp_path, 60)
     app = build_app()
-    if not any(c.name == "analyze" for c in app.registered_commands):
-        # until the lead lists tiergate.cli.analyze in tiergate.cli._AREAS
-        from tiergate.cli.analyze import register
-
-        register(app)
     res = CliRunner().invoke(app, ["analyze", "-c", str(cfg_path), "--db", url, "--since", "all", "--clusters", "4",
                                    "--json", str(tmp_path / "a.json"), "--chart", str(tmp_path / "q.png")],
                              env={"COLUMNS": "200"})

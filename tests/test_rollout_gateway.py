@@ -199,7 +199,7 @@ def test_canary_split_is_sticky_per_caller_key(tmp_path: Any, stubs: Any) -> Non
         manager.store.advance("triage", reason="test", actor="test")
         on_loop(gw, manager.runtimes["triage"].router.refresh())
         tiers = {}
-        for i in range(60):
+        for i in range(40):
             key = f"caller-{i % 20}"
             tier = ask(client, f"good {i}", key=key).headers["x-tiergate-tier"]
             assert tiers.setdefault(key, tier) == tier, "a caller changed sides"
@@ -208,8 +208,8 @@ def test_canary_split_is_sticky_per_caller_key(tmp_path: Any, stubs: Any) -> Non
         on_loop(gw, manager.runtimes["triage"].router.refresh())
         for key in canary:
             assert ask(client, "good 1", key=key).headers["x-tiergate-tier"] == "small"
-        shares = [ask(client, "good 2", key=f"k{i}").headers["x-tiergate-tier"] for i in range(200)]
-        assert 60 <= shares.count("small") <= 140
+        shares = [ask(client, "good 2", key=f"k{i}").headers["x-tiergate-tier"] for i in range(100)]
+        assert 30 <= shares.count("small") <= 70
 
 
 def test_manual_control_from_the_admin_api_and_the_cli(tmp_path: Any, stubs: Any) -> None:

@@ -53,6 +53,31 @@ def test_concurrent_transitions_have_one_winner(store_url: str) -> None:
         engine.dispose()
 
 
+def test_migration_runs_through_the_store_migrations_and_is_idempotent(store_url: str) -> None:
+    from sqlalchemy import inspect
+
+    from tiergate.rollout.migrations import m_rollouts_and_monitor
+    from tiergate.store import migrations
+
+    registered = any(fn is m_rollouts_and_monitor for _, fn in migrations.MIGRATIONS)
+    if not registered:  # until the gateway lists it: register it the way it will be
+        migrations.MIGRATIONS.append(("m999_rollouts_and_monitor_test", m_rollouts_and_monitor))
+    try:
+        engine = open_store(store_url)
+        try:
+            names = set(inspect(engine).get_table_names())
+            assert {"rollouts", "rollout_events", "monitor_checks"} <= names
+            RolloutStore(engine).ensure("w", primary="a", candidate="b", stages=default_stages([10]))
+            with engine.begin() as conn:  # again, over existing tables and rows
+                m_rollouts_and_monitor(conn)
+            assert RolloutStore(engine).require("w").stages == ["shadow", "canary-10", "full"]
+        finally:
+            engine.dispose()
+    finally:
+        if not registered:
+            migrations.MIGRATIONS.pop()
+
+
 class Proc:
     def __init__(self, cfg_path: Path) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -553,7 +553,7 @@ def _build_pricers(config: Config) -> dict[str, Any]:
         model = getattr(tier, "model", None)
         pricer = build_pricer(tier.price, book, model=model if tier.kind == "upstream" else None, warn=False)
         if getattr(pricer, "unknown", False):
-            log.warning("tier %s: no price found (model %r): its cost is reported as 0 and flagged unknown",
+            log.warning("tier %s: no price found (model %r): its records carry cost_usd NULL (unknown)",
                         name, model)
         pricers[name] = pricer
     return pricers

@@ -1,4 +1,4 @@
-"""The `monitor:` section of the tiergate config.
+"""The `monitor:` section of the tiergate config (imports only pydantic: `tiergate.config` may import it).
 
     monitor:
       window: 200                 # requests per drift window
@@ -14,9 +14,27 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tiergate.monitor.hallucination import CheckSpec
+
+class CheckSpec(BaseModel):
+    """What a workload's answers must respect."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    task: Literal["classification", "extraction", "generation"] | None = Field(
+        None, description="the workload's task (default: the workload config's `task`)")
+    labels: list[str] | None = Field(None, description="the label set (default: the reference data's labels)")
+    json_schema: dict[str, Any] | None = Field(None, alias="schema",
+                                               description="JSON Schema (subset) extraction answers must satisfy")
+    values_in_input: bool = Field(True, description="flag extracted string values that are not in the input")
+    min_confidence: float | None = Field(None, ge=0, le=1,
+                                         description="answers below this confidence are out of scope")
+    min_similarity: float | None = Field(None, ge=-1, le=1,
+                                         description="inputs less similar than this to the training data are out "
+                                                     "of scope (cosine, nearest reference example)")
 
 
 class WorkloadMonitorConfig(CheckSpec):

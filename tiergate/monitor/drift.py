@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 
 def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -116,5 +115,7 @@ def confidence_drift_pvalue(baseline: Sequence[float], window: Sequence[float]) 
     """(KS statistic, p-value) of the window's answer confidences against a baseline sample."""
     if len(baseline) < 2 or len(window) < 2:
         return 0.0, 1.0
+    from scipy import stats  # a second of imports: only when a confidence window is first tested
+
     res = stats.ks_2samp(np.asarray(baseline), np.asarray(window))
     return float(res.statistic), float(res.pvalue)

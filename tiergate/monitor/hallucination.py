@@ -20,30 +20,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
 from tiergate.evaluate.metrics import INVALID, match_label
 from tiergate.evaluate.text_metrics import parse_json_object
+from tiergate.monitor.config import CheckSpec
 
-
-class CheckSpec(BaseModel):
-    """What a workload's answers must respect."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    task: Literal["classification", "extraction", "generation"] | None = Field(
-        None, description="the workload's task (default: the workload config's `task`)")
-    labels: list[str] | None = Field(None, description="the label set (default: the reference data's labels)")
-    json_schema: dict[str, Any] | None = Field(None, alias="schema",
-                                               description="JSON Schema (subset) extraction answers must satisfy")
-    values_in_input: bool = Field(True, description="flag extracted string values that are not in the input")
-    min_confidence: float | None = Field(None, ge=0, le=1,
-                                         description="answers below this confidence are out of scope")
-    min_similarity: float | None = Field(None, ge=-1, le=1,
-                                         description="inputs less similar than this to the training data are out "
-                                                     "of scope (cosine, nearest reference example)")
+__all__ = ["CheckSpec", "check_answer", "label_outside_set", "values_not_in_input", "schema_errors",
+           "answered_out_of_scope", "flag_kinds"]
 
 
 def _ws(text: str) -> str:

@@ -91,18 +91,13 @@ monitor_checks = Table(
 Index("ix_monitor_checks_workload_at", monitor_checks.c.workload, monitor_checks.c.at)
 
 
-def rollout_migration(conn: Connection) -> None:
-    """Create the rollout and monitor tables (idempotent: existing tables are left alone)."""
-    md = MetaData()
-    for table in (rollouts, rollout_events, monitor_checks):
-        table.to_metadata(md)
-    md.create_all(conn, checkfirst=True)
-
-
 def ensure_tables(engine: Engine) -> None:
-    """Create the tables when the store's migrations have not (before the gateway registers the migration)."""
+    """Create the tables if the store's migrations have not (idempotent; the migration itself is
+    `tiergate.rollout.migrations.m_rollouts_and_monitor`)."""
+    from tiergate.rollout.migrations import m_rollouts_and_monitor
+
     with engine.begin() as conn:
-        rollout_migration(conn)
+        m_rollouts_and_monitor(conn)
 
 
 def default_stages(canary: Sequence[float] = (10, 50)) -> list[str]:
