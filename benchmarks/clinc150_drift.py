@@ -150,7 +150,7 @@ def main() -> None:
     p.add_argument("--post", type=int, default=1000, help="requests after the shift before giving up")
     p.add_argument("--window", type=int, default=200)
     p.add_argument("--step", type=int, default=50)
-    p.add_argument("--alpha", type=float, default=0.005)
+    p.add_argument("--alpha", type=float, default=0.002)
     p.add_argument("--consecutive", type=int, default=1, help="windows in a row under alpha to alarm")
     p.add_argument("--permutations", type=int, default=1000)
     p.add_argument("--reference-size", type=int, default=500)

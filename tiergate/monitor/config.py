@@ -3,7 +3,7 @@
     monitor:
       window: 200                 # requests per drift window
       step: 50                    # a window is tested every `step` requests
-      alpha: 0.005                # p-value under which a check alarms
+      alpha: 0.002                # p-value under which a check alarms
       webhook_url: https://hooks.example.com/tiergate
       workloads:
         support-triage:
@@ -57,7 +57,7 @@ class MonitorConfig(BaseModel):
     enabled: bool = Field(True, description="run the monitor in the gateway")
     window: int = Field(200, ge=20, description="requests in a drift window")
     step: int = Field(50, ge=1, description="test the window every this many requests")
-    alpha: float = Field(0.005, gt=0, lt=1, description="p-value under which a drift check alarms")
+    alpha: float = Field(0.002, gt=0, lt=1, description="p-value under which a drift check alarms")
     consecutive: int = Field(1, ge=1, description="windows in a row under alpha before a drift check alarms")
     permutations: int = Field(1000, ge=50, description="permutations of the MMD test (p-values resolve to "
                                                        "1/(permutations+1))")

@@ -1,6 +1,6 @@
 """One workload's drift detector: sliding windows of live traffic, tested every `step` observations.
 
-    detector = DriftDetector(DetectorSettings(window=200, step=50, alpha=0.005), reference=ref,
+    detector = DriftDetector(DetectorSettings(window=200, step=50, alpha=0.002), reference=ref,
                              label_counts=Counter(train_labels))
     for emb, label, conf in live:
         results = detector.add_input(emb) + detector.add_output(label, conf)
@@ -36,7 +36,7 @@ from tiergate.rollout.gates import wilson_interval
 class DetectorSettings:
     window: int = 200
     step: int = 50
-    alpha: float = 0.005
+    alpha: float = 0.002
     consecutive: int = 1
     """windows in a row under `alpha` before a p-value check alarms"""
     permutations: int = 1000

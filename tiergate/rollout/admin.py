@@ -132,12 +132,10 @@ def _action(kind: str):  # type: ignore[no-untyped-def]
 
 @_handler
 async def monitor_status(request: Request, gw: Any) -> Response:
+    from tiergate.monitor.monitor import Monitor
     from tiergate.monitor.status import monitor_status as status
 
-    live = None
-    for obs in gw.observers:
-        if hasattr(obs, "status") and obs.__class__.__name__ == "Monitor":
-            live = obs.status()
+    live = next((o.status() for o in gw.observers if isinstance(o, Monitor)), None)
     stored = await asyncio.to_thread(status, gw.engine, request.query_params.get("workload"))
     return _json({"live": live, "stored": stored})
 

@@ -89,7 +89,8 @@ def cutover_demo(out: Path, console: Any, *, data_dir: Path = Path("../shared/da
     db = out / "cutover.db"
     db.unlink(missing_ok=True)
     monitor = MonitorConfig.model_validate({
-        "window": 100, "step": 25, "alpha": 0.005, "permutations": 500, "reference_size": 300,
+        "window": 100, "step": 25, "alpha": 0.002, "permutations": 500, "reference_size": 300,
+        "quality_threshold": 0.85,
         "workloads": {"intents": {"reference": str(out / "train.jsonl"), "tiers": ["small"]}}})
     result: dict[str, Any] = {}
     with start_stub(model="gpt-4o-mini", answers=answers, latency_ms=30) as frontier:
@@ -106,7 +107,7 @@ def cutover_demo(out: Path, console: Any, *, data_dir: Path = Path("../shared/da
                 "kind": "rollout", "primary": "frontier", "candidate": "small", "canary": [10, 50],
                 "shadow_fraction": 1.0, "verify_fraction": 0.25, "refresh_s": 0.5,
                 "gates": {"min_compared": 100, "agreement": 0.85, "confidence": 0.95,
-                          "rollback_min_compared": 20, "max_error_rate": 0.02}}]}},
+                          "rollback_min_compared": 30, "max_error_rate": 0.02}}]}},
         }
         with run_gateway(cfg) as gw:
             app = with_rollout(gw.app, monitor)
@@ -120,21 +121,25 @@ def cutover_demo(out: Path, console: Any, *, data_dir: Path = Path("../shared/da
                 r.raise_for_status()
                 return str(r.headers["x-tiergate-route-reason"])
 
-            table = Table("requests", "stage", "pairs", "agreement", "lower bound", "event",
-                          title="shadow and staged cutover (gates: >= 0.85 at 95% confidence, 100 pairs)")
+            def new_table(title: str) -> Any:
+                return Table("after request", "transition", "pairs", "agreement", "bound", "why", title=title)
+
             sent, stage, pool = 0, "shadow", ThreadPoolExecutor(4)
+            table = new_table("shadow and staged cutover (gates: agreement >= 0.85 at 95% confidence)")
 
             def batch(rows: list[tuple[str, str]]) -> None:
                 nonlocal sent, stage
                 list(pool.map(lambda r: ask(r[0]), rows))
                 sent += len(rows)
-                now = manager.status()["intents"]
-                if now["stage"] != stage:
-                    w = now["window"]
-                    event = (manager.store.history("intents")[-1]["reason"] or "")[:70]
-                    table.add_row(str(sent), f"{stage} -> {now['stage']}", str(w["compared"]),
-                                  _f(w["agreement"]), _f(w["agreement_lower"]), event)
-                    stage = now["stage"]
+                now = manager.status()["intents"]["stage"]
+                if now != stage:
+                    event = manager.store.history("intents")[-1]
+                    w = event["stats"] or {}
+                    bound = w.get("agreement_upper") if now == "rolled_back" else w.get("agreement_lower")
+                    why = (event["reason"] or "").split(":")[0]
+                    table.add_row(str(sent), f"{stage} -> {now}", str(w.get("compared", "-")),
+                                  _f(w.get("agreement")), _f(bound), why)
+                    stage = now
 
             i = 0
             while stage != "full" and i < len(live):
@@ -143,7 +148,8 @@ def cutover_demo(out: Path, console: Any, *, data_dir: Path = Path("../shared/da
             result["cutover_requests"] = sent
             console.print(table)
             console.print("[bold]drift:[/] 40% of traffic now comes from a domain the small model never saw "
-                          f"({UNSEEN})")
+                          f"({UNSEEN}); the frontier verifies 25% of the small model's answers")
+            table = new_table("live traffic shifts")
             rng = random.Random(3)
             shifted = [unseen.pop() if rng.random() < 0.4 and unseen else live[(i + k) % len(live)]
                        for k in range(400)]
@@ -154,15 +160,16 @@ def cutover_demo(out: Path, console: Any, *, data_dir: Path = Path("../shared/da
                 alarming = mon.status()["workloads"].get("intents", {}).get("alarming", [])
                 if drift_at is None and "input" in alarming:
                     drift_at = k + 20
+                    table.add_row(str(sent), "input drift alarm", "", "", "", "MMD p-value "
+                                  f"{mon.status()['workloads']['intents']['checks']['input']['p_value']:.4f}")
                 if rollback_at is None and stage == "rolled_back":
                     rollback_at = k + 20
                 if drift_at and rollback_at:
                     break
             console.print(table)
             checks = mon.status()["workloads"]["intents"]["checks"]
-            console.print(f"input drift alarm after {drift_at} shifted requests "
-                          f"(MMD p={checks['input']['p_value']:.4f}); rollback after {rollback_at}: "
-                          f"{manager.store.history('intents')[-1]['reason']}")
+            console.print(f"input drift alarm {drift_at} requests after the shift; automatic rollback after "
+                          f"{rollback_at}: {manager.store.history('intents')[-1]['reason']}")
             result.update(drift_alarm_after=drift_at, rolled_back_after=rollback_at, checks=checks)
         engine = _engine(db)
         try:
@@ -170,11 +177,18 @@ def cutover_demo(out: Path, console: Any, *, data_dir: Path = Path("../shared/da
         finally:
             engine.dispose()
     base = report.get("baseline") or {}
-    console.print(f"[bold]cost:[/] actual ${report['spend']['cost_usd']:.4f} + shadow "
-                  f"${report['shadow']['cost_usd']:.4f} vs all-frontier ${base.get('cost_usd') or 0:.4f}: "
-                  f"saved ${base.get('savings_usd') or 0:.4f} ({(base.get('savings_pct') or 0):.0%})")
-    result["cost"] = {"actual_usd": report["spend"]["cost_usd"], "shadow_usd": report["shadow"]["cost_usd"],
-                      "baseline": base}
+    live_usd, shadow_usd = report["spend"]["cost_usd"], report["shadow"]["cost_usd"]
+    frontier_usd = base.get("cost_usd") or 0.0
+    per_request = {t: v["cost_usd"] / v["requests"] for t, v in report["spend"]["by_tier"].items() if v["requests"]}
+    console.print(f"[bold]cost:[/] live traffic ${live_usd:.5f} + shadow calls ${shadow_usd:.5f} against "
+                  f"${frontier_usd:.5f} had everything gone to the frontier: net saving "
+                  f"${frontier_usd - live_usd - shadow_usd:.5f}, during a rollout that served the small model for "
+                  f"a few hundred requests. Per request: "
+                  + ", ".join(f"{t} ${c:.7f}" for t, c in sorted(per_request.items()))
+                  + (f" ({1 - per_request['small'] / per_request['frontier']:.1%} less on the small model)"
+                     if per_request.get("frontier") and "small" in per_request else ""))
+    result["cost"] = {"live_usd": live_usd, "shadow_usd": shadow_usd, "all_frontier_usd": frontier_usd,
+                      "net_saving_usd": frontier_usd - live_usd - shadow_usd, "per_request_usd": per_request}
     (out / "cutover.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
 

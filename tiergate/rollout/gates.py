@@ -8,8 +8,10 @@
 
 Agreement (the candidate's answer agrees with the primary's, by the task's comparator) advances only when the
 Wilson score lower bound at `confidence` is at or above the threshold with at least `min_compared` pairs; it
-rolls back as soon as the Wilson *upper* bound falls below the threshold (the candidate is worse with that
-confidence) once `rollback_min_compared` pairs are in. Error and hallucination rates roll back when their
+rolls back as soon as the Wilson *upper* bound at `rollback_confidence` falls below the threshold (the
+candidate is worse with that confidence) once `rollback_min_compared` pairs are in. Rollback bounds are
+stricter (99% by default) because they are checked after every observation, which inflates the chance that
+some check of a good candidate fails by luck. Error and hallucination rates roll back when their
 Wilson lower bound exceeds the limit, and must be within the limit (point estimate) to advance; p95 latency
 must be within its limit to advance and rolls back above it.
 """
@@ -46,7 +48,10 @@ class GateConfig(BaseModel):
 
     min_compared: int = Field(200, ge=1, description="compared pairs needed in a stage before it may advance")
     agreement: float = Field(0.95, ge=0, le=1, description="agreement (or quality) the candidate must reach")
-    confidence: float = Field(0.95, gt=0.5, lt=1, description="one-sided confidence of the Wilson bounds")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="one-sided confidence of the bound that advances")
+    rollback_confidence: float = Field(0.99, gt=0.5, lt=1,
+                                       description="one-sided confidence of the bounds that roll back (stricter: "
+                                                   "they are checked after every observation)")
     rollback_min_compared: int = Field(20, ge=1, description="pairs needed before agreement can roll back")
     max_error_rate: float = Field(0.02, ge=0, le=1, description="candidate error rate allowed")
     max_p95_latency_ms: float | None = Field(None, gt=0, description="candidate p95 latency allowed (None: no gate)")
@@ -104,16 +109,20 @@ class Window:
     def __len__(self) -> int:
         return len(self.items)
 
-    def stats(self, confidence: float = 0.95, latency: bool = True) -> dict[str, Any]:
-        """Counts, rates and Wilson bounds; `latency=False` skips the p95 (the one O(window) figure)."""
+    def stats(self, confidence: float = 0.95, latency: bool = True, rollback_confidence: float | None = None
+              ) -> dict[str, Any]:
+        """Counts, rates and Wilson bounds (advance bounds at `confidence`, rollback bounds at
+        `rollback_confidence`, default the same); `latency=False` skips the p95 (the one O(window) figure)."""
         t = self._tally
         n_agree, agree = int(t.get("agree_n", 0)), int(t.get("agree", 0))
         n_err, err = int(t.get("error_n", 0)), int(t.get("error", 0))
         n_flag, flagged = int(t.get("flagged_n", 0)), int(t.get("flagged", 0))
         lat = [o.latency_ms for o in self.items if o.latency_ms is not None] if latency else []
-        a_lo, a_hi = wilson_interval(agree, n_agree, confidence)
-        e_lo, _ = wilson_interval(err, n_err, confidence)
-        h_lo, _ = wilson_interval(flagged, n_flag, confidence)
+        rb = rollback_confidence or confidence
+        a_lo, _ = wilson_interval(agree, n_agree, confidence)
+        _, a_hi = wilson_interval(agree, n_agree, rb)
+        e_lo, _ = wilson_interval(err, n_err, rb)
+        h_lo, _ = wilson_interval(flagged, n_flag, rb)
         return {
             "compared": n_agree, "agreement": agree / n_agree if n_agree else None,
             "agreement_lower": a_lo, "agreement_upper": a_hi,
@@ -123,7 +132,7 @@ class Window:
             "latency_samples": len(lat), "latency_ms_p95": float(np.percentile(lat, 95)) if lat else None,
             "checked": n_flag, "flagged": flagged, "hallucination_rate": flagged / n_flag if n_flag else None,
             "hallucination_rate_lower": h_lo, "flags": {k: v for k, v in self._flags.items() if v},
-            "confidence": confidence,
+            "confidence": confidence, "rollback_confidence": rb,
         }
 
 
@@ -137,11 +146,12 @@ class Verdict:
 def evaluate(window: Window, gates: GateConfig, *, request_path: bool = False) -> Verdict:
     """Judge the window; a failing gate wins over everything (in shadow it stops a candidate before it serves).
     On the request path (`request_path`), the p95 latency is computed only when a latency gate is set."""
-    s = window.stats(gates.confidence, latency=gates.max_p95_latency_ms is not None or not request_path)
+    s = window.stats(gates.confidence, latency=gates.max_p95_latency_ms is not None or not request_path,
+                     rollback_confidence=gates.rollback_confidence)
     fail: list[str] = []
     if s["compared"] >= gates.rollback_min_compared and s["agreement_upper"] < gates.agreement:
         fail.append(f"agreement {s['agreement']:.3f} over {s['compared']} pairs: upper bound "
-                    f"{s['agreement_upper']:.3f} < {gates.agreement} at {gates.confidence:.0%} confidence")
+                    f"{s['agreement_upper']:.3f} < {gates.agreement} at {gates.rollback_confidence:.0%} confidence")
     if s["answers"] >= gates.min_rate_samples and s["error_rate_lower"] > gates.max_error_rate:
         fail.append(f"error rate {s['error_rate']:.3f} over {s['answers']} answers: lower bound "
                     f"{s['error_rate_lower']:.3f} > {gates.max_error_rate}")
