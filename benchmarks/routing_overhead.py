@@ -4,9 +4,10 @@ trained classifier's embedding and confidence) and the learned router, on real B
     nice -n 10 .venv/bin/python benchmarks/routing_overhead.py [--data-dir ../shared/data] [--n 500]
         [--boundary-classifier benchmarks/models/clinc150-boundary]
 
-Each prompt is decided once, uncached (embedding routers see each text for the first time), by calling the
-router's `decide` in this thread (the latency the gateway's worker thread spends) and, for the embedding routers,
-`adecide` from an asyncio loop (the thread hop included). The learned router and embedding boundary are fitted
+Each prompt is decided once, uncached (embedding routers see each text for the first time: the shared
+embedding cache is cleared before each router), by calling the router's `decide` (rules, privacy: what the event
+loop spends) and, for the embedding routers, `decide` and `adecide` from an asyncio loop (the hop to the
+router's one-thread torch worker included), then once more cached. The learned router and embedding boundary are fitted
 here on BANKING77 training queries (their weights do not change their cost). Targets: p50 < 2 ms for rules and
 privacy, < 15 ms for embedding-based routers. Saves benchmarks/results/routing_overhead.json.
 """
@@ -96,6 +97,7 @@ def main() -> None:
 
     from tiergate.routing.base import RouteRequest, RoutingContext
     from tiergate.routing.boundary import BoundaryFitOptions, BoundaryRouter, fit_boundary
+    from tiergate.routing.embeddings import shared_embedder
     from tiergate.routing.learned import LearnedRouter, LearnedTrainOptions, train_learned_router
     from tiergate.routing.outcomes import Outcome, Outcomes
     from tiergate.routing.privacy import PrivacyRouter
@@ -144,6 +146,7 @@ def main() -> None:
                 path=str(Path(args.boundary_classifier).resolve()), escalate_to="frontier"), ctx)
         half = len(reqs) // 2
         for name, r in routers.items():
+            shared_embedder().cache.clear()  # every router sees the prompts for the first time
             asyncio.run(r.start())
             warm = [RouteRequest({"messages": [{"role": "user", "content": f"warm up {i}"}]}, "b") for i in range(20)]
             time_sync(r, warm)

@@ -59,9 +59,6 @@ def register(app: typer.Typer) -> None:
     def status(workload: Annotated[Optional[str], typer.Argument(help="one workload (default: all)")] = None,
                as_json: AsJson = False, config: Optional[Path] = ConfigOption, db: Optional[str] = DbOption) -> None:
         """Stage, tiers and the gate window of each rollout (rebuilt from the store)."""
-        from rich.console import Console
-        from rich.table import Table
-
         from tiergate.rollout.inspect import rollout_status
 
         cfg = get_config(config, db)
@@ -69,16 +66,22 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(rows, indent=2, default=str))
             return
-        table = Table("workload", "stage", "to candidate", "primary -> candidate", "pairs", "agreement",
-                      "lower bound", "errors", "flagged", "p95 ms", "waiting for / next")
+        if not rows:
+            typer.echo("no rollouts yet (a workload with a `rollout` router starts one when the gateway starts)")
         for r in rows:
             w = r.get("window") or {}
-            table.add_row(r["workload"], r["stage"] + (" (held)" if r["held"] else ""), f"{r['percent']:g}%",
-                          f"{r['primary']} -> {r['candidate']}", str(w.get("compared", "-")), _pct(w.get("agreement")),
-                          _pct(w.get("agreement_lower")), _pct(w.get("error_rate")),
-                          _pct(w.get("hallucination_rate")), _pct(w.get("latency_ms_p95")),
-                          "; ".join(r.get("gates") or []) or (r.get("next_action") or ""))
-        Console().print(table)
+            held = " (held)" if r["held"] else ""
+            typer.echo(f"{r['workload']}: {r['stage']}{held}, {r['percent']:g}% of traffic to {r['candidate']}, "
+                       f"primary {r['primary']} [version {r['version']}, since {_when(r['stage_since'])}]")
+            if r.get("candidate_model"):
+                typer.echo(f"  candidate model: {r['candidate_model']}")
+            if w:
+                typer.echo(f"  this stage: {w['compared']} pairs, agreement {_pct(w['agreement'])} "
+                           f"(lower bound {_pct(w['agreement_lower'])}), errors {w['errors']}/{w['answers']}, "
+                           f"flagged {w['flagged']}/{w['checked']}, p95 {_pct(w['latency_ms_p95'])} ms")
+                typer.echo(f"  gates: {'; '.join(r.get('gates') or []) or '-'} -> {r.get('next_action') or 'wait'}")
+            typer.echo(f"  last change: {r['reason']} ({r['actor']}, {_when(r['updated_at'])})")
+
 
     @rollout.command("start")
     def start(workload: Workload,

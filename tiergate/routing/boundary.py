@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tiergate.errors import ConfigError, DataError
 from tiergate.routing.base import RouteDecision, Router, RouteRequest, RouterOptions, RoutingContext
-from tiergate.routing.embeddings import LRUCache, cached_batch, shared_embedder
+from tiergate.routing.embeddings import BULK, LRUCache, TorchWorker, cached_batch, shared_embedder
 from tiergate.routing.learned import ROUTER_FILE, read_router_info
 
 Signal = Literal["knn", "mahalanobis", "msp", "energy"]
@@ -71,20 +71,29 @@ class Encoded:
 class _ClassifierEncoder:
     """A trained tiergate classifier's encoder and head (one forward gives both embedding and logits)."""
 
-    def __init__(self, path: str, device: str = "cpu") -> None:
+    def __init__(self, path: str, device: str = "cpu", num_threads: int = 1) -> None:
         from tiergate.train.classifier_model import ClassifierPredictor
 
         self.predictor = ClassifierPredictor.load(path, device)
         self.labels: list[str] = list(self.predictor.labels)
         self._lock = threading.Lock()
+        self.worker = TorchWorker(num_threads, "tiergate-boundary")
 
-    def __call__(self, texts: list[str], batch_size: int) -> Encoded:
-        from tiergate.train.classifier_model import combine_logits, encode_logits, knn_log_probs
+    def _forward(self, texts: list[str], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        from tiergate.train.classifier_model import encode_logits
 
         p = self.predictor
-        with self._lock:
-            ids = p.tokenize(texts)
-            head, emb = encode_logits(p.model, ids, p.tokenizer.pad_token_id or 0, batch_size, p.device)
+        with self._lock:  # the predictor serves one caller at a time
+            return encode_logits(p.model, p.tokenize(texts), p.tokenizer.pad_token_id or 0, batch_size, p.device)
+
+    def __call__(self, texts: list[str], batch_size: int) -> Encoded:
+        from tiergate.train.classifier_model import combine_logits, knn_log_probs
+
+        p = self.predictor
+        if len(texts) > BULK:
+            head, emb = self._forward(texts, batch_size)
+        else:  # single requests: on the worker's own small torch pool (see tiergate.routing.embeddings)
+            head, emb = self.worker.run(self._forward, texts, batch_size)
         knn = None
         if p.knn_bank is not None:
             knn = knn_log_probs(emb, p.knn_bank[0], p.knn_bank[1], len(p.labels), int(p.settings.get("knn_k", 10)))

