@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from tiergate.errors import ConfigError
+from tiergate.monitor.config import MonitorConfig
 
 Zone = Literal["on_prem", "external"]
 
@@ -188,6 +189,7 @@ class Config(_Model):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     workloads: dict[str, WorkloadConfig] = Field(default_factory=dict)
     pricebook: str | None = Field(None, description="price-book YAML overriding the shipped defaults")
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="drift and hallucination monitoring")
 
     @model_validator(mode="after")
     def _references(self) -> Config:

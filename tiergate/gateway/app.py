@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from tiergate.config import Config
 from tiergate.errors import TiergateError
 from tiergate.gateway import admin, api
+from tiergate.rollout import admin as rollout_admin
 from tiergate.gateway.core import Gateway
 from tiergate.gateway.errors import http_error_handler, tiergate_error_handler, unhandled_error_handler
 from tiergate.store.db import open_store
@@ -35,12 +36,15 @@ def create_app(config: Config, *, engine: Engine | None = None) -> Starlette:
         try:
             yield
         finally:
+            monitor = getattr(app.state, "monitor", None)
+            if monitor is not None:
+                await monitor.close()
             await gateway.close()
             if owns_engine:
                 engine.dispose()
 
     app = Starlette(
-        routes=[*api.routes, *admin.routes],
+        routes=[*api.routes, *admin.routes, *rollout_admin.routes],
         lifespan=lifespan,
         exception_handlers={
             TiergateError: tiergate_error_handler,
@@ -50,4 +54,11 @@ def create_app(config: Config, *, engine: Engine | None = None) -> Starlette:
     )
     app.state.gateway = gateway
     app.state.config = config
+    # rollout gates and drift/hallucination monitoring watch every record as gateway observers
+    from tiergate.monitor.monitor import attach_monitor
+    from tiergate.rollout.manager import attach
+
+    attach(app)
+    if config.monitor.enabled:
+        attach_monitor(app, config.monitor)
     return app

@@ -208,6 +208,11 @@ class Gateway:
         reason = escalate.reason if d2.reason == escalate.reason else d2.reason
         return final, Dispatched(d2.tier, reason, d2.fell_back_from)
 
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """Keep a background task (a shadow call, a rollout transition) alive until done; close() waits for it."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def _spawn_shadow(self, body: dict[str, Any], tier: str, primary: dict[str, Any]) -> None:
         """Send the request to `tier` after the caller has its answer; skipped (and counted) when the shadow
         slots are full, so shadows never queue up behind live traffic."""
@@ -216,9 +221,7 @@ class Gateway:
         if self._shadow_slots.locked():
             self.metrics.shadow_skipped.labels(primary["workload"], tier).inc()
             return
-        task = asyncio.create_task(self._shadow(body, tier, primary))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self.track(asyncio.create_task(self._shadow(body, tier, primary)))
 
     async def _shadow(self, body: dict[str, Any], tier_name: str, primary: dict[str, Any]) -> None:
         async with self._shadow_slots:

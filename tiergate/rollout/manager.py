@@ -146,10 +146,9 @@ class RolloutManager:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        background = getattr(self.gateway, "_background", None)
-        if isinstance(background, set):  # the gateway waits for these on shutdown
-            background.add(task)
-            task.add_done_callback(background.discard)
+        track = getattr(self.gateway, "track", None)
+        if track is not None:  # the gateway waits for these on shutdown
+            track(task)
 
     # -- a retrained model for the candidate tier ------------------------------------------------------------------
     async def _ensure_model(self, rt: Runtime, state: RolloutState) -> None:

@@ -81,6 +81,13 @@ def m001_records_and_keys(conn: Connection) -> None:
     md.create_all(conn)
 
 
+@migration
+def m002_rollouts_and_monitor(conn: Connection) -> None:
+    from tiergate.rollout.migrations import m_rollouts_and_monitor
+
+    m_rollouts_and_monitor(conn)
+
+
 def _ensure_table(conn: Connection) -> None:
     md = MetaData()
     Table("tiergate_migrations", md, Column("name", String(128), primary_key=True),
