@@ -1,7 +1,7 @@
 """Routing decision overhead on CPU: rules, privacy, the boundary (MiniLM embedding distance, and optionally a
 trained classifier's embedding and confidence) and the learned router, on real BANKING77 test queries.
 
-    nice -n 10 .venv/bin/python benchmarks/routing_overhead.py [--data-dir ../shared/data] [--n 500]
+    .venv/bin/python benchmarks/routing_overhead.py [--data-dir ../shared/data] [--n 500]
         [--boundary-classifier benchmarks/models/clinc150-boundary]
 
 Each prompt is decided once, uncached (embedding routers see each text for the first time: the shared
@@ -9,7 +9,9 @@ embedding cache is cleared before each router), by calling the router's `decide`
 loop spends) and, for the embedding routers, `decide` and `adecide` from an asyncio loop (the hop to the
 router's one-thread torch worker included), then once more cached. The learned router and embedding boundary are fitted
 here on BANKING77 training queries (their weights do not change their cost). Targets: p50 < 2 ms for rules and
-privacy, < 15 ms for embedding-based routers. Saves benchmarks/results/routing_overhead.json.
+privacy, < 15 ms for embedding-based routers. Wall-clock and CPU time are both recorded: on a shared machine the
+wall-clock p50 includes waiting for a core (the load average is saved beside them).
+Saves benchmarks/results/routing_overhead.json.
 """
 
 from __future__ import annotations
@@ -63,22 +65,31 @@ def stats(ms: list[float]) -> dict[str, float]:
             "p99_ms": round(q[98], 4), "mean_ms": round(statistics.fmean(s), 4), "max_ms": round(s[-1], 4)}
 
 
+CPU_MS: list[float] = []
+"""CPU time (all threads of this process) of each decision timed last: the work itself, without the time spent
+waiting for a core on a shared machine."""
+
+
 def time_sync(router: Any, reqs: list[Any]) -> list[float]:
     out = []
+    CPU_MS.clear()
     for req in reqs:
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         router.decide(req)
         out.append((time.perf_counter() - t0) * 1000)
+        CPU_MS.append((time.process_time() - c0) * 1000)
     return out
 
 
 def time_async(router: Any, reqs: list[Any]) -> list[float]:
     async def run() -> list[float]:
         out = []
+        CPU_MS.clear()
         for req in reqs:
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             await router.adecide(req)
             out.append((time.perf_counter() - t0) * 1000)
+            CPU_MS.append((time.process_time() - c0) * 1000)
         return out
 
     return asyncio.run(run())
@@ -97,7 +108,7 @@ def main() -> None:
 
     from tiergate.routing.base import RouteRequest, RoutingContext
     from tiergate.routing.boundary import BoundaryFitOptions, BoundaryRouter, fit_boundary
-    from tiergate.routing.embeddings import shared_embedder
+    from tiergate.routing.embeddings import shared_embedders
     from tiergate.routing.learned import LearnedRouter, LearnedTrainOptions, train_learned_router
     from tiergate.routing.outcomes import Outcome, Outcomes
     from tiergate.routing.privacy import PrivacyRouter
@@ -121,17 +132,32 @@ def main() -> None:
     privacy = PrivacyRouter(PrivacyRouter.Options(tier="local"), ctx)  # type: ignore[call-arg]
     for r in (rules, privacy):
         time_sync(r, reqs[:50])  # warm caches of the interpreter
-        results[r.kind] = {"decide": stats(time_sync(r, reqs)),
+        results[r.kind] = {"decide": stats(time_sync(r, reqs)), "decide_cpu": stats(CPU_MS),
                            "decided_share": sum(r.decide(q) is not None for q in reqs) / len(reqs)}
         print(r.kind, json.dumps(results[r.kind]), flush=True)
 
+    # the embedding forward itself, float and int8 (what `quantize` trades), on the one-thread worker
+    from tiergate.routing.embeddings import Embedder
+
+    for label, quantize in (("embedder_fp32", False), ("embedder_int8", True)):
+        emb = Embedder(cache_size=0, quantize=quantize)
+        emb.encode_one("warm up")
+        wall, cpu = [], []
+        for t in prompts[:100]:
+            c0, t0 = time.process_time(), time.perf_counter()
+            emb.encode_one(t)
+            wall.append((time.perf_counter() - t0) * 1000)
+            cpu.append((time.process_time() - c0) * 1000)
+        results[label] = {"encode_one": stats(wall), "encode_one_cpu": stats(cpu)}
+        print(label, json.dumps(results[label]), flush=True)
+
     with tempfile.TemporaryDirectory() as tmp:
-        fit_texts = train[:3000]
+        fit_texts = train[:2000]
         t0 = time.perf_counter()
-        boundary = fit_boundary(fit_texts, train[3000:3500], BoundaryFitOptions(signals=["knn"]))
+        boundary = fit_boundary(fit_texts, train[2000:2500], BoundaryFitOptions(signals=["knn"]))
         boundary.save(Path(tmp) / "boundary")
         # outcomes whose labels do not matter for latency: long queries "need" the large tier
-        rows = [Outcome(t, {"small": 0.0 if len(t) > 60 else 1.0, "large": 1.0}) for t in train[3500:4500]]
+        rows = [Outcome(t, {"small": 0.0 if len(t) > 60 else 1.0, "large": 1.0}) for t in train[2500:3500]]
         learned = train_learned_router(Outcomes(rows, ["small", "large"]), LearnedTrainOptions(C=1.0))
         learned.save(Path(tmp) / "learned")
         fit_s = time.perf_counter() - t0
@@ -146,14 +172,18 @@ def main() -> None:
                 path=str(Path(args.boundary_classifier).resolve()), escalate_to="frontier"), ctx)
         half = len(reqs) // 2
         for name, r in routers.items():
-            shared_embedder().cache.clear()  # every router sees the prompts for the first time
+            for emb in shared_embedders():
+                emb.cache.clear()  # every router sees the prompts for the first time
             asyncio.run(r.start())
             warm = [RouteRequest({"messages": [{"role": "user", "content": f"warm up {i}"}]}, "b") for i in range(20)]
             time_sync(r, warm)
             sync_ms = time_sync(r, reqs[:half])           # first sight of each text
+            sync_cpu = list(CPU_MS)
             async_ms = time_async(r, reqs[half:])         # first sight too (other texts)
+            async_cpu = list(CPU_MS)
             cached_ms = time_sync(r, reqs[:half])         # the same texts again: the LRU cache answers
-            results[name] = {"decide_uncached": stats(sync_ms), "adecide_uncached": stats(async_ms),
+            results[name] = {"decide_uncached": stats(sync_ms), "decide_uncached_cpu": stats(sync_cpu),
+                             "adecide_uncached": stats(async_ms), "adecide_uncached_cpu": stats(async_cpu),
                              "decide_cached": stats(cached_ms)}
             print(name, json.dumps(results[name]), flush=True)
 
@@ -162,8 +192,10 @@ def main() -> None:
     for name, limit in targets.items():
         if name in results:
             key = "decide" if name in ("rules", "privacy") else "decide_uncached"
-            checks[name] = {"p50_ms": results[name][key]["p50_ms"], "target_ms": limit,
-                            "met": results[name][key]["p50_ms"] < limit}
+            cpu = "decide_cpu" if name in ("rules", "privacy") else "decide_uncached_cpu"
+            checks[name] = {"p50_ms": results[name][key]["p50_ms"], "cpu_p50_ms": results[name][cpu]["p50_ms"],
+                            "target_ms": limit, "met": results[name][key]["p50_ms"] < limit,
+                            "met_on_cpu_time": results[name][cpu]["p50_ms"] < limit}
     out = {"benchmark": "routing_overhead", "prompts": len(reqs), "routers": results, "targets": checks,
            "all_met": all(c["met"] for c in checks.values()), "fit_s": round(fit_s, 1),
            "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),

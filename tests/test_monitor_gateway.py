@@ -80,16 +80,18 @@ def test_input_drift_alarm_webhook_metrics_and_cli(tmp_path: Path, webhook: Any)
     live = clinc(["banking"], "test")[:40]
     shifted = clinc(["travel", "kitchen_and_dining"], "test")[:60]
     answers = {t: i for t, i in live}  # in-domain answers are labels; the rest get a made-up answer
-    monitor_cfg = MonitorConfig.model_validate({
+    monitor_raw = {
         "window": 20, "step": 10, "alpha": 0.01, "permutations": 200, "reference_size": 150,
         "webhook_url": url,
         "workloads": {"intents": {"reference": str(ref_path), "tiers": ["small"]}},
-    })
+    }
+    monitor_cfg = MonitorConfig.model_validate(monitor_raw)
     with start_stub(model="small", answers=answers) as small:
         cfg = {"auth": {"require_key": False, "admin_token": "adm"},
                "store": {"url": f"sqlite:///{tmp_path / 'm.db'}", "flush_interval_ms": 1},
                "tiers": {"small": {"kind": "upstream", "base_url": small.base_url, "zone": "on_prem"}},
-               "workloads": {"intents": {"task": "classification", "tier": "small"}}}
+               "workloads": {"intents": {"task": "classification", "tier": "small"}},
+               "monitor": monitor_raw}
         with run_gateway(cfg) as gw:
             with_rollout(gw.app, monitor_cfg)
             monitor: Monitor = gw.app.state.monitor

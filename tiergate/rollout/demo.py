@@ -168,8 +168,10 @@ def cutover_demo(out: Path, console: Any, *, data_dir: Path = Path("../shared/da
                     break
             console.print(table)
             checks = mon.status()["workloads"]["intents"]["checks"]
-            console.print(f"input drift alarm {drift_at} requests after the shift; automatic rollback after "
-                          f"{rollback_at}: {manager.store.history('intents')[-1]['reason']}")
+            alarm = (f"input drift alarm {drift_at} requests after the shift" if drift_at is not None
+                     else "the input drift alarm had not fired yet (its window fills more slowly than the gates')")
+            console.print(f"{alarm}; automatic rollback after {rollback_at} requests: "
+                          f"{manager.store.history('intents')[-1]['reason']}")
             result.update(drift_alarm_after=drift_at, rolled_back_after=rollback_at, checks=checks)
         engine = _engine(db)
         try:
