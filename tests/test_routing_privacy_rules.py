@@ -158,7 +158,8 @@ def test_composition_order_first_decisive_wins():
     assert _route(routing, "review this contract").reason == "rules:legal"
     assert _route(routing, "hello").reason == "rules:catch-all"
     flipped = Routing.from_config(_config(w={"policy": [policy[1], policy[0]]}))
-    assert _route(flipped, "contract for jo@x.io").reason == "rules:legal"    # the order is the policy's
+    assert _route(flipped, "review this contract").reason == "rules:legal"    # the order is the policy's ...
+    assert _route(flipped, "contract for jo@x.io").reason == "privacy"        # ... but a guard always runs first
 
 
 # -- the never-external promise, through the real gateway ---------------------------------------------------------
@@ -225,8 +226,6 @@ def test_privacy_with_only_external_tiers_left_is_refused(tmp_path, stubs):
         assert refused.status_code in (403, 502) and not external.requests()
 
 
-@pytest.mark.xfail(reason="needs the gateway to run guard routers before an explicit model pin (see report)",
-                   strict=False)
 def test_privacy_beats_an_explicit_model_pin(tmp_path, stubs):
     onprem, external = stubs
     onprem.reset()

@@ -1,4 +1,7 @@
-"""The routing policy: explicit model -> the workload's routers in order -> the default tier.
+"""The routing policy: guards (privacy) -> explicit model -> the workload's routers in order -> the default tier.
+
+A router whose class sets `guard = True` decides before everything else wherever it is listed: the privacy
+guard's promise (never an external tier) must hold against an explicit model pin and any earlier router.
 
     routing = Routing.from_config(config)
     decision = await routing.route(RouteRequest(body, workload="support-triage"))
@@ -45,6 +48,15 @@ class WorkloadPolicy:
     def __init__(self, workload: str, routers: list[Router]) -> None:
         self.workload = workload
         self.routers = routers
+        # guards (the privacy router) decide before anything else, an explicit model pin included
+        self.guards = [r for r in routers if getattr(r, "guard", False)]
+
+    async def guard(self, req: RouteRequest) -> RouteDecision | None:
+        for router in self.guards:
+            decision = await router.adecide(req)
+            if decision is not None:
+                return decision
+        return None
 
     async def decide(self, req: RouteRequest) -> RouteDecision | None:
         for router in self.routers:
@@ -99,10 +111,14 @@ class Routing:
         return None if target == AUTO else target
 
     async def route(self, req: RouteRequest) -> RouteDecision:
-        pinned = self.resolve_model(req.model)
+        pinned = self.resolve_model(req.model)  # an unknown model is a 404 even for guarded requests
+        policy = self.policies.get(req.workload, self.default_policy)
+        if policy is not None and policy.guards:
+            guarded = await policy.guard(req)
+            if guarded is not None:
+                return guarded
         if pinned is not None:
             return RouteDecision(pinned, "model")
-        policy = self.policies.get(req.workload, self.default_policy)
         if policy is not None:
             decision = await policy.decide(req)
             if decision is not None:
