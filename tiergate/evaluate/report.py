@@ -123,7 +123,7 @@ def _bars(reports: list[TierReport], metrics: list[str], title: str, ylabel: str
     ax.set_xticks([i + width * (len(reports) - 1) / 2 for i in range(len(metrics))], metrics)
     ax.set_title(title)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _png(fig)
 
 

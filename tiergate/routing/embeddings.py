@@ -119,6 +119,7 @@ class Embedder:
         self.cache: LRUCache[np.ndarray] = LRUCache(cache_size)
         self.worker = TorchWorker(num_threads, "tiergate-embed")
         self._model: Any = None
+        self._fast = False
         self._load_lock = threading.Lock()
         self._run_lock = threading.Lock()
 
@@ -147,6 +148,7 @@ class Embedder:
             model.max_seq_length = self.max_seq_len
             if self.quantize and device == "cpu":
                 model = quantize_linear(model)
+            self._fast = _mean_pooled(model)
             self._model = model
 
     @property
@@ -158,9 +160,33 @@ class Embedder:
     def _encode(self, texts: list[str]) -> list[np.ndarray]:
         self.load()
         with self._run_lock:  # one forward at a time: torch already uses every core for one batch
+            if self._fast:
+                return self._mean_pool(texts)
             vecs = self._model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
                                       normalize_embeddings=True, show_progress_bar=False)
         return list(np.asarray(vecs, dtype=np.float32))
+
+    def _mean_pool(self, texts: list[str]) -> list[np.ndarray]:
+        """Transformer -> mean pooling -> L2 normalisation, straight through the Hugging Face model: what
+        `SentenceTransformer.encode` computes for such a pipeline, with ~2 ms less overhead per call."""
+        import torch
+
+        st = self._model
+        tokenizer, encoder = st.tokenizer, st[0].auto_model
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out: list[np.ndarray] = [np.empty(0, np.float32)] * len(texts)
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start:start + self.batch_size]
+                batch = tokenizer([texts[i] for i in chunk], return_tensors="pt", padding=True, truncation=True,
+                                  max_length=self.max_seq_len).to(st.device)
+                states = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+                vecs = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+                vecs = torch.nn.functional.normalize(vecs, dim=1).float().cpu().numpy()
+                for i, v in zip(chunk, vecs, strict=True):
+                    out[i] = v
+        return out
 
     def _compute(self, texts: list[str]) -> list[np.ndarray]:
         return self._encode(texts) if len(texts) > BULK else self.worker.run(self._encode, texts)
@@ -184,6 +210,18 @@ class Embedder:
         vec = (await self.worker.arun(self._encode, [text]))[0]
         self.cache.put(text, vec)
         return vec
+
+
+def _mean_pooled(model: Any) -> bool:
+    """Is this sentence-transformers pipeline Transformer -> mean Pooling [-> Normalize]?"""
+    try:
+        names = [type(m).__name__ for m in model]
+        modes = model[1].pooling_mode
+        modes = [modes] if isinstance(modes, str) else list(modes)
+    except (AttributeError, IndexError, TypeError):
+        return False
+    return (names[:2] == ["Transformer", "Pooling"] and names[2:] in ([], ["Normalize"]) and modes == ["mean"]
+            and hasattr(model[0], "auto_model"))
 
 
 def quantize_linear(module: Any) -> Any:
