@@ -51,7 +51,8 @@ def run_load(url: str, body: bytes, headers: dict[str, str], *, concurrency: int
 
     async def main() -> dict[str, object]:
         # warm-up: connections, caches, JIT-free but allocator-warm
-        await asyncio.gather(*(_worker(host, port, payload, time.perf_counter() + warmup_s, 10**9, [0], [], {})
+        warm_lat: list[float] = []
+        await asyncio.gather(*(_worker(host, port, payload, time.perf_counter() + warmup_s, 10**9, [0], warm_lat, {})
                                for _ in range(concurrency)))
         lat: list[float] = []
         statuses: dict[int, int] = {}
@@ -60,7 +61,7 @@ def run_load(url: str, body: bytes, headers: dict[str, str], *, concurrency: int
         await asyncio.gather(*(_worker(host, port, payload, t0 + duration_s, max_requests, counter, lat, statuses)
                                for _ in range(concurrency)))
         elapsed = time.perf_counter() - t0
-        return {"latencies": lat, "elapsed_s": elapsed, "statuses": statuses}
+        return {"latencies": lat, "elapsed_s": elapsed, "statuses": statuses, "warmup_requests": len(warm_lat)}
 
     return asyncio.run(main())
 
