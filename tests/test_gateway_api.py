@@ -281,3 +281,17 @@ def test_rate_limited_upstream_retries_after(gw, stubs):
     r = _post(gw, b'{"model": "solo", "messages": [{"role": "user", "content": "x"}]}')
     assert r.status_code == 200
     assert time.perf_counter() - t >= 0.05  # waited (Retry-After capped at backoff_max_s=0.05)
+
+
+def test_stream_without_include_usage_is_still_priced_exactly(gw, stubs):
+    """The gateway asks the upstream for usage itself; the caller, who did not ask, never sees that chunk."""
+    client = openai.OpenAI(base_url=gw.base_url, api_key=gw.key, max_retries=0)
+    chunks = list(client.chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "one two three"}], stream=True))
+    assert all(c.usage is None for c in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "stub answer: one two three"
+    assert stubs[0].requests()[-1]["body"]["stream_options"] == {"include_usage": True}
+    rec = _records(gw)[-1]
+    assert (rec["prompt_tokens"], rec["completion_tokens"]) == (3, 5)
+    assert "usage_estimated" not in rec["response"]
+    assert rec["cost_usd"] == pytest.approx((3 * 2.5 + 5 * 10.0) / 1e6)

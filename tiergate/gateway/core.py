@@ -454,6 +454,12 @@ class Gateway:
                     break
                 if data.get("usage"):
                     usage = data["usage"]
+                if not chunk.forward:  # asked for by the gateway (usage for accounting), not by the caller
+                    try:
+                        chunk = await agen.__anext__()
+                    except StopAsyncIteration:
+                        chunk = None
+                    continue
                 for choice in data.get("choices") or ():
                     delta = choice.get("delta") or {}
                     if delta.get("content"):

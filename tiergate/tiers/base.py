@@ -59,6 +59,9 @@ class StreamChunk:
     """The parsed `chat.completion.chunk`; None for the final `[DONE]` marker."""
     raw: bytes
     """The exact SSE bytes to forward, e.g. b'data: {...}\\n\\n'."""
+    forward: bool = True
+    """False for a chunk the gateway asked for itself (the usage chunk of a caller who did not ask for
+    usage): it is accounted, not sent to the caller."""
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> StreamChunk:

@@ -158,10 +158,11 @@ class LocalLMTier(Tier):
             result = gen.result
             assert result is not None
             yield StreamChunk.of(make_chunk(cid, model, created, delta={}, finish_reason=result.finish_reason))
-            if include_usage:
-                usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-                         "total_tokens": result.prompt_tokens + result.completion_tokens}
-                yield StreamChunk.of(make_chunk(cid, model, created, usage=usage))
+            usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+                     "total_tokens": result.prompt_tokens + result.completion_tokens}
+            usage_chunk = StreamChunk.of(make_chunk(cid, model, created, usage=usage))
+            # always counted: sent to the caller only when asked for (the gateway prices every stream)
+            yield usage_chunk if include_usage else StreamChunk(usage_chunk.data, usage_chunk.raw, forward=False)
             yield StreamChunk.done()
         finally:
             gen.cancel()

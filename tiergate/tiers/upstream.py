@@ -114,6 +114,12 @@ class UpstreamTier(Tier):
                           completion_tokens=_count(usage.get("completion_tokens")))
 
     async def stream(self, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
+        opts = body.get("stream_options")
+        # Ask for usage even when the caller did not: every streamed request is priced from the upstream's own
+        # count. The extra usage chunk is marked forward=False and never reaches that caller.
+        hide_usage = not (isinstance(opts, dict) and opts.get("include_usage"))
+        if hide_usage:
+            body = {**body, "stream_options": {**(opts if isinstance(opts, dict) else {}), "include_usage": True}}
         payload = self._payload(body, stream=True)
         deadline = self._deadline()
         resp, events, first = await self._with_retries(lambda: self._first_event(payload), deadline)
@@ -121,6 +127,8 @@ class UpstreamTier(Tier):
         try:
             chunk = first
             while True:
+                if hide_usage and chunk.data is not None and not chunk.data.get("choices") and chunk.data.get("usage"):
+                    chunk = StreamChunk(chunk.data, chunk.raw, forward=False)
                 yield chunk
                 sent += 1
                 if chunk.data is None:
