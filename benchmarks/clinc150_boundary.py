@@ -85,7 +85,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default="../shared/data")
     p.add_argument("--model", default=str(REPO / "benchmarks" / "models" / "clinc150"), help="classifier dir")
-    p.add_argument("--router-out", default=str(REPO / "benchmarks" / "models" / "clinc150-boundary"))
+    p.add_argument("--router-out", default=None,
+                   help="boundary artifact dir (default benchmarks/models/clinc150-boundary[-int8])")
     p.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--reuse", action="store_true", help="reuse the classifier in --model when there is one")
     p.add_argument("--train-only", action="store_true", help="stop after training the classifier")
@@ -94,7 +95,13 @@ def main() -> None:
                    help="threshold: least OOS recall on oos_val (100 queries) the operating point must reach")
     p.add_argument("--k", type=int, default=10, help="k of the kNN distance")
     p.add_argument("--limit", type=int, default=None, help="smoke runs: every 1 in N queries of each split")
+    p.add_argument("--quantize", choices=["off", "on"], default="off",
+                   help="int8 dynamic quantization of the classifier's encoder inside the boundary (lower latency; "
+                        "results go to clinc150_boundary-int8.json)")
     args = p.parse_args()
+    if args.router_out is None:
+        suffix = "-int8" if args.quantize == "on" else ""
+        args.router_out = str(REPO / "benchmarks" / "models" / f"clinc150-boundary{suffix}")
 
     import numpy as np
 
@@ -124,7 +131,7 @@ def main() -> None:
     # cache encodings: every candidate below reuses one forward pass per text
     t0 = time.perf_counter()
     all_signals = ["knn", "mahalanobis", "msp", "energy"]
-    opts = BoundaryFitOptions(signals=all_signals, k=args.k, combine="zmean")
+    opts = BoundaryFitOptions(signals=all_signals, k=args.k, combine="zmean", quantize=args.quantize)
     model = fit_boundary(train_texts, val_texts, opts, train_labels=train_labels, classifier=str(model_dir))
     fit_s = time.perf_counter() - t0
     enc_fn = model.encoder()
@@ -193,7 +200,7 @@ def main() -> None:
 
     # save the chosen boundary as a router artifact
     model.options = BoundaryFitOptions(signals=[s for s in all_signals if s in best["weights"]], k=args.k,
-                                       combine=best["combine"])
+                                       combine=best["combine"], quantize=args.quantize)
     model.weights, model.bias, model.threshold = best["weights"], best["bias"], best["threshold"]
     model.stats = {s: model.stats[s] for s in best["weights"]}
     model.meta.update(chosen_on="validation", val=best["val"])
@@ -212,16 +219,17 @@ def main() -> None:
         "test_curve": curve,
         "test_best_point_with_recall_90_hindsight": best_test_point,
         "published": PUBLISHED, "classifier": str(model_dir), "training": training,
-        "boundary_fit_s": round(fit_s, 1), "router_artifact": args.router_out,
+        "boundary_fit_s": round(fit_s, 1), "router_artifact": args.router_out, "quantize": args.quantize,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg": os.getloadavg()},
     }
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "clinc150_boundary.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = "clinc150_boundary" + ("-int8" if args.quantize == "on" else "")
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("test", "classifier_accuracy_in_scope_test", "target_met", "chosen",
                                              "test_auroc_by_signal", "test_best_point_with_recall_90_hindsight")},
                      indent=2))
-    print(f"saved {out / 'clinc150_boundary.json'}")
+    print(f"saved {out / (name + '.json')}")
 
 
 if __name__ == "__main__":

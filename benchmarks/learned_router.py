@@ -37,7 +37,9 @@ def main() -> None:
     p.add_argument("--model", default=str(REPO / "benchmarks" / "models" / "banking77"))
     p.add_argument("--work", default=str(REPO / "benchmarks" / "models" / "learned_router"))
     p.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
-    p.add_argument("--router-model", choices=["logreg", "mlp"], default="logreg")
+    p.add_argument("--router-model", choices=["auto", "logreg", "mlp"], default="auto",
+                   help="auto: logistic regression or MLP, whichever has the better cross-validated AUC on the "
+                        "router's training outcomes")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
@@ -117,7 +119,8 @@ def main() -> None:
         "eval": {k: report[k] for k in ("router", "random", "oracle", "operating_point", "all_small", "all_large",
                                         "oracle_best", "axis")},
         "cross_validated_on_train": {k: model.meta["cv"][k] for k in ("router", "random", "oracle")},
-        "cv_auc": model.meta["cv_auc"], "C": model.meta["C"], "threshold": model.threshold,
+        "cv_auc": model.meta["cv_auc"], "C": model.meta["C"], "model": model.meta["model"],
+        "cv_auc_by_model_C": model.meta["cv_auc_by_model_C"], "threshold": model.threshold,
         "context_small_confidence_router": {k: confidence_router[k] for k in ("router", "random", "oracle")},
         "curves": report["curves"],
         "timing_s": {"outcomes": round(outcomes_s, 1), "router_training": round(train_s, 1)},

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.routing_support import INTENTS, OOS, classifier, cli, config, decide, req  # noqa: F401
+
 # ruff: noqa: F811  (the fixtures imported above are test parameters below)
 from tiergate.routing.policy import Routing
 

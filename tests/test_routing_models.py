@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.routing_support import INTENTS, OOS, classifier, cli, config, decide, outcome_files, req  # noqa: F401
+
 # ruff: noqa: F811  (the fixtures imported above are test parameters below)
 from tiergate.routing.policy import Routing
 

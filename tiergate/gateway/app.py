@@ -19,9 +19,9 @@ from starlette.exceptions import HTTPException
 from tiergate.config import Config
 from tiergate.errors import TiergateError
 from tiergate.gateway import admin, api
-from tiergate.rollout import admin as rollout_admin
 from tiergate.gateway.core import Gateway
 from tiergate.gateway.errors import http_error_handler, tiergate_error_handler, unhandled_error_handler
+from tiergate.rollout import admin as rollout_admin
 from tiergate.store.db import open_store
 
 

