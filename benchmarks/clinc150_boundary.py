@@ -12,8 +12,9 @@
    reaches --val-oos-recall on oos_val), then scores the 4,500 in-scope test and 1,000 oos_test queries once.
 
 In-scope accuracy follows Larson et al. 2019: an in-scope query escalated to the frontier counts as wrong for the
-small model (the frontier's answer is not scored here). Also reported: the in-scope share kept and the accuracy on
-what is kept. Published (Larson et al. 2019, Table 2, data_full): BERT oos-train 96.9% in-scope / 40.3% OOS recall,
+small model (the frontier's answer is not scored here). Also reported: the in-scope share kept, the accuracy on
+what is kept, and the system view: the least accuracy the frontier needs on the escalated in-scope queries for the
+whole system's in-scope accuracy to reach 96%. Published (Larson et al. 2019, Table 2, data_full): BERT oos-train 96.9% in-scope / 40.3% OOS recall,
 BERT oos-threshold 96.2% / 52.3%. Target: in-scope accuracy >= 96% with OOS recall >= 90%.
 Saves benchmarks/results/clinc150_boundary.json.
 """
@@ -175,9 +176,14 @@ def main() -> None:
     def point(cand: dict[str, Any], thr: float, ins: str, oos: str) -> dict[str, float]:
         e_in, e_oos = combined(ins, cand) > thr, combined(oos, cand) > thr
         ok = correct[ins]
-        return {"in_scope_accuracy": float((ok & ~e_in).mean()), "oos_recall": float(e_oos.mean()),
-                "in_scope_kept": float((~e_in).mean()),
-                "accuracy_on_kept_in_scope": float(ok[~e_in].mean()) if (~e_in).any() else float("nan")}
+        kept_correct, escalated = float((ok & ~e_in).mean()), float(e_in.mean())
+        # the system view: escalated in-scope queries are answered by the frontier; the least frontier accuracy on
+        # them that brings the system's in-scope accuracy to the 96% target (> 1: unreachable at this point)
+        needed = (0.96 - kept_correct) / escalated if escalated else (0.0 if kept_correct >= 0.96 else float("inf"))
+        return {"in_scope_accuracy": kept_correct, "oos_recall": float(e_oos.mean()),
+                "in_scope_kept": 1.0 - escalated,
+                "accuracy_on_kept_in_scope": float(ok[~e_in].mean()) if (~e_in).any() else float("nan"),
+                "frontier_accuracy_needed_for_96": max(0.0, needed)}
 
     for cand in candidates:
         v_in, v_oos = combined("val", cand), combined("oos_val", cand)

@@ -124,8 +124,17 @@ class ClassifierTierConfig(_TierBase):
     batch_wait_ms: float = Field(2.0, ge=0)
 
 
+class ExtractorTierConfig(_TierBase):
+    kind: Literal["extractor"]
+    zone: Zone = "on_prem"
+    model: str = Field(description="directory of a trained tiergate extractor (span tagger)")
+    device: str = "auto"
+    max_batch_size: int = Field(32, ge=1)
+    batch_wait_ms: float = Field(2.0, ge=0)
+
+
 TierConfig = Annotated[
-    UpstreamTierConfig | LocalLMTierConfig | ClassifierTierConfig, Field(discriminator="kind")
+    UpstreamTierConfig | LocalLMTierConfig | ClassifierTierConfig | ExtractorTierConfig, Field(discriminator="kind")
 ]
 
 
@@ -283,7 +292,7 @@ def default_config_data(environ: dict[str, str] | None = None) -> dict[str, Any]
 def format_validation_error(exc: ValidationError, source: str) -> str:
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in {"upstream", "local_lm", "classifier"}))
+        loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in {"upstream", "local_lm", "classifier", "extractor"}))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"

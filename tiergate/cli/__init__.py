@@ -55,7 +55,9 @@ def main() -> None:
     except Exception as exc:  # click usage errors
         import click
 
-        if isinstance(exc, click.ClickException):
+        # typer >= 0.29 raises its own copy of click's exceptions (typer._click), not click's
+        typer_click = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+        if isinstance(exc, click.ClickException | typer_click):
             exc.show()
             sys.exit(exc.exit_code)
         raise

@@ -1,6 +1,7 @@
 """Commands for the data -> train -> evaluate loop:
 
     tiergate data import tickets.csv --text-column body --label-column queue --scrub-pii --out data/all.jsonl
+    tiergate data export --workload triage --task classification --since 2026-11-01 --scrub-pii --out data/all.jsonl
     tiergate data split data/all.jsonl --out-dir data/ --val 0.1 --test 0.1
     tiergate train classifier --train data/train.jsonl --eval data/validation.jsonl --out models/triage --set epochs=3
     tiergate eval --model models/triage --data data/test.jsonl --json report.json --html report.html
@@ -80,7 +81,7 @@ def _parse_sets(pairs: list[str], config_file: str | None) -> dict[str, Any]:
 
 
 def register(app: typer.Typer) -> None:
-    data_app = typer.Typer(help="Import and split datasets.", no_args_is_help=True)
+    data_app = typer.Typer(help="Import, export (from captured traffic) and split datasets.", no_args_is_help=True)
     models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
     app.add_typer(data_app, name="data")
     app.add_typer(models_app, name="models")
@@ -101,6 +102,52 @@ def register(app: typer.Typer) -> None:
         write_jsonl(ds, out)
         scrubbed = ds.meta.get("pii_scrubbed")
         typer.echo(f"{out}: {_summary(ds)}" + (f"; PII replaced: {scrubbed or 'none'}" if scrub_pii else ""))
+
+    @data_app.command("export")
+    def data_export(
+        workload: Annotated[str, typer.Option("--workload", "-w", help="workload whose traffic to export")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="file to write: .jsonl (or .csv for classification)")],
+        task: Annotated[str | None, typer.Option("--task", help="classification, extraction or generation "
+                                                 "(default: the workload's task in the config)")] = None,
+        since: Annotated[str | None, typer.Option(help="from this ISO date/time, or a duration back (7d)")] = None,
+        until: Annotated[str | None, typer.Option(help="before this ISO date/time (exclusive), or a duration back")] = None,
+        tier: Annotated[str | None, typer.Option("--tier", "-t", help="only answers of this tier (e.g. the frontier)")] = None,
+        role: Annotated[list[str] | None, typer.Option("--role", help="record roles to export, repeatable: primary "
+                                                       "(default), shadow, cascade_first")] = None,
+        label: Annotated[list[str] | None, typer.Option("--label", help="classification: map answers onto these "
+                                                        "labels, skip the rest (repeatable)")] = None,
+        scrub_pii: Annotated[bool, typer.Option("--scrub-pii", help="replace emails, phones, cards, accounts")] = False,
+        dedupe: Annotated[bool, typer.Option("--dedupe/--no-dedupe", help="one example per input, latest answer")] = True,
+        limit: Annotated[int | None, typer.Option(help="export at most the newest N examples")] = None,
+        config: Annotated[Path | None, typer.Option("--config", "-c", envvar="TIERGATE_CONFIG", help="YAML config "
+                                                    "naming the store (default: embedded defaults)")] = None,
+        db: Annotated[str | None, typer.Option("--db", help="store URL, overriding the config")] = None,
+    ) -> None:
+        """Turn a workload's captured answers into a dataset (JSONL, or CSV for classification)."""
+        from tiergate.cli.common import get_config
+        from tiergate.data import export_traffic, write_csv, write_jsonl
+
+        suffix = out.suffix.lower()
+        if suffix not in (".jsonl", ".json", ".ndjson", ".csv"):
+            raise ConfigError(f"--out {out}: write .jsonl (or .csv for classification)")
+        cfg = get_config(config, db)
+        wl = cfg.workloads.get(workload)
+        task = task or (wl.task if wl is not None else None)
+        if task is None:
+            raise ConfigError(f"--task is needed: workload {workload!r} names no task in the config "
+                              f"(classification, extraction or generation)")
+        if suffix == ".csv" and task != "classification":
+            raise ConfigError(f"--out {out}: CSV holds classification datasets; write .jsonl for {task}")
+        ds = export_traffic(cfg.store.url, workload, task=_task(task), since=since, until=until, tier=tier,
+                            roles=tuple(role or ("primary",)), labels=label or None, scrub_pii=scrub_pii,
+                            dedupe=dedupe, limit=limit)
+        try:
+            (write_csv if suffix == ".csv" else write_jsonl)(ds, out)
+        except OSError as exc:
+            where = f": {exc.filename}" if exc.filename and str(exc.filename) != str(out) else ""
+            raise DataError(f"cannot write the dataset ({exc.strerror or exc}{where})", path=str(out)) from exc
+        typer.echo(ds.meta["export"].describe())
+        typer.echo(f"{out}: {_summary(ds)}")
 
     @data_app.command("split")
     def data_split(

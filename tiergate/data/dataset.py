@@ -36,6 +36,14 @@ def input_text(value: str | list[dict[str, Any]]) -> str:
     return ""
 
 
+def context_text(value: str | list[dict[str, Any]]) -> str:
+    """The context a chat input gives its last user message: the text of its system messages, one per line
+    ("" for a text input or a chat without one). The extractor encodes it as the first segment of a text pair."""
+    if isinstance(value, str):
+        return ""
+    return "\n".join(t for m in value if m.get("role") == "system" and (t := _content_text(m.get("content"))))
+
+
 @dataclass(frozen=True)
 class Example:
     """One dataset row: `input` (text or chat messages) and `output` (label, text or JSON object)."""

@@ -147,6 +147,22 @@ def write_jsonl(dataset: Dataset, path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def write_csv(dataset: Dataset, path: str | os.PathLike[str]) -> Path:
+    """Write a classification dataset as a `text,label` CSV; creates parent directories. The text is each
+    input's last user message (what a classifier reads), so a system prompt is not kept: use JSONL for that."""
+    if dataset.task != "classification":
+        raise DataError(f"CSV holds classification datasets (text, label); write a {dataset.task} dataset "
+                        "as JSONL", path=str(path))
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        for ex in dataset:
+            writer.writerow([ex.text, str(ex.output)])
+    return p
+
+
 def load_hf_dataset(name: str, split: str = "train", *, config: str | None = None, text_column: str = "text",
                     label_column: str = "label", task: Task | None = None) -> Dataset:
     """Load a split from the Hugging Face hub (needs the optional `datasets` package and a reachable hub).

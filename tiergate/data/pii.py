@@ -82,6 +82,12 @@ def _scrub_value(value: Any, counts: Counter[str]) -> Any:
     return value
 
 
+def scrub_value(value: Any) -> tuple[Any, Counter[str]]:
+    """`value` with PII scrubbed from every string in it (chat messages' roles are kept), and the counts."""
+    counts: Counter[str] = Counter()
+    return _scrub_value(value, counts), counts
+
+
 def scrub_dataset(dataset: Dataset) -> Dataset:
     """A copy with PII scrubbed from inputs (and from outputs, except classification labels).
     The counts per kind are left in `meta["pii_scrubbed"]`."""

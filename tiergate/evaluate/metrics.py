@@ -8,7 +8,8 @@ Built-ins (registered at the bottom of this module):
   confidences). Answers are matched to labels after trimming whitespace, quotes and a final period, and
   case-folding; an answer that is no label (or a failed request) is `<invalid>`: wrong, and a miss for the
   gold label's recall. Macro-F1 averages over the dataset's label set.
-- extraction: `json_valid`, `field_precision` / `field_recall` / `field_f1` (+ `per_field`), `exact_match`.
+- extraction: `json_valid`, `field_precision` / `field_recall` / `field_f1` (+ `per_field`), `exact_match`,
+  `span_precision` / `span_recall` / `span_f1` (+ `per_field_span`: values compared exactly as written).
 - generation: `rouge_l`, `embedding_similarity` (bundled MiniLM unless `options["embedding_model"]`).
 - every task: `latency_ms_p50`, `latency_ms_p95`, `latency_ms_mean`, `throughput_rps`, `cost_per_1k_usd`,
   `errors`, `error_rate`.
@@ -195,6 +196,7 @@ def register_builtin_metrics() -> None:
     register_metric("ece", ("classification",), _ece)
     register_metric("json_valid", ("extraction",), tm.json_valid_metric)
     register_metric("field_f1", ("extraction",), tm.field_prf_metric)
+    register_metric("span_f1", ("extraction",), tm.span_prf_metric)
     register_metric("exact_match", ("extraction",), tm.exact_match_metric)
     register_metric("rouge_l", ("generation",), tm.rouge_l_metric)
     register_metric("embedding_similarity", ("generation",), tm.embedding_similarity_metric)

@@ -90,9 +90,11 @@ def markdown_report(reports: list[TierReport], title: str = "tiergate evaluation
         if pairs:
             lines += ["", f"## {r.tier}: most confused (expected -> answered)", "", "| expected | answered | count |",
                       "|---|---|---|"] + [f"| {g} | {p} | {c} |" for g, p, c in pairs]
-        per_field = r.metrics.get("per_field")
-        if per_field:
-            lines += ["", f"## {r.tier}: per field", "", "| field | precision | recall | f1 | support |",
+        for key, heading in (("per_field", "per field"), ("per_field_span", "per field, exact spans")):
+            per_field = r.metrics.get(key)
+            if not per_field:
+                continue
+            lines += ["", f"## {r.tier}: {heading}", "", "| field | precision | recall | f1 | support |",
                       "|---|---|---|---|---|"]
             lines += [f"| {k} | {_fmt(v['precision'])} | {_fmt(v['recall'])} | {_fmt(v['f1'])} | {v['support']} |"
                       for k, v in per_field.items()]

@@ -5,7 +5,8 @@ a field counts when its value is present (not null, "" or []). Values are compar
 whitespace-collapsed and case-folded. Per field: a matching value is a true positive; a predicted value that
 is wrong or unwanted is a false positive; a gold value that is missed or wrong is a false negative (so a
 wrong value is both). `field_*` are micro-averaged over all fields; `exact_match` needs every present field
-right and no extra ones.
+right and no extra ones. `span_*` count the same way but compare values exactly as written (no trimming or
+case-folding): the span F1 of slot-filling benchmarks, micro-averaged over (example, field, value).
 """
 
 from __future__ import annotations
@@ -54,10 +55,21 @@ def present_fields(obj: dict[str, Any] | None) -> dict[str, str]:
     return {k: _norm(v) for k, v in obj.items() if v is not None and v != "" and v != []}
 
 
-def field_counts(golds: Sequence[dict[str, Any]], preds: Sequence[dict[str, Any] | None]) -> dict[str, dict[str, int]]:
+def exact_fields(obj: dict[str, Any] | None) -> dict[str, str]:
+    """Present fields with their values as written (non-strings as compact JSON)."""
+    if not obj:
+        return {}
+    return {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, ensure_ascii=False)
+            for k, v in obj.items() if v is not None and v != "" and v != []}
+
+
+def field_counts(golds: Sequence[dict[str, Any]], preds: Sequence[dict[str, Any] | None],
+                 exact: bool = False) -> dict[str, dict[str, int]]:
+    """tp / fp / fn per field; values compared normalised (`present_fields`) or, with `exact`, as written."""
+    fields_of = exact_fields if exact else present_fields
     counts: dict[str, dict[str, int]] = {}
     for gold, pred in zip(golds, preds, strict=True):
-        g, p = present_fields(gold), present_fields(pred)
+        g, p = fields_of(gold), fields_of(pred)
         for name in set(g) | set(p):
             c = counts.setdefault(name, {"tp": 0, "fp": 0, "fn": 0})
             if name in g and name in p and g[name] == p[name]:
@@ -86,14 +98,25 @@ def json_valid_metric(s: Scored) -> dict[str, Any]:
     return {"json_valid": sum(valid) / len(valid) if valid else 0.0}
 
 
-def field_prf_metric(s: Scored) -> dict[str, Any]:
-    counts = field_counts(_golds(s), [parse_json_object(p) for p in s.preds])
+def prf_table(counts: dict[str, dict[str, int]]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """(micro precision / recall / F1 over all fields, the same per field with its support)."""
     total = {k: sum(c[k] for c in counts.values()) for k in ("tp", "fp", "fn")}
     micro = _prf(total["tp"], total["fp"], total["fn"])
     per_field = {name: {**_prf(c["tp"], c["fp"], c["fn"]), "support": c["tp"] + c["fn"]}
                  for name, c in sorted(counts.items())}
+    return micro, per_field
+
+
+def field_prf_metric(s: Scored) -> dict[str, Any]:
+    micro, per_field = prf_table(field_counts(_golds(s), [parse_json_object(p) for p in s.preds]))
     return {"field_precision": micro["precision"], "field_recall": micro["recall"], "field_f1": micro["f1"],
             "per_field": per_field}
+
+
+def span_prf_metric(s: Scored) -> dict[str, Any]:
+    micro, per_field = prf_table(field_counts(_golds(s), [parse_json_object(p) for p in s.preds], exact=True))
+    return {"span_precision": micro["precision"], "span_recall": micro["recall"], "span_f1": micro["f1"],
+            "per_field_span": per_field}
 
 
 def exact_match_metric(s: Scored) -> dict[str, Any]:

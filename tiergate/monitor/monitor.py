@@ -90,7 +90,7 @@ class Monitor:
             wcfg = self.gateway.config.workloads.get(name)
             task = cfg.task or (wcfg.task if wcfg is not None else None)
             tiers = set(cfg.tiers) if cfg.tiers is not None else {
-                n for n, t in self.gateway.config.tiers.items() if t.kind in ("classifier", "local_lm")}
+                n for n, t in self.gateway.config.tiers.items() if t.kind in ("classifier", "extractor", "local_lm")}
             wl = self.workloads[name] = _Workload(name, cfg, task, tiers)
         return wl
 

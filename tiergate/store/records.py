@@ -37,7 +37,10 @@ def iter_records(
     until: float | None = None,
     limit: int | None = None,
     newest_first: bool = False,
+    by_time: bool = False,
 ) -> Iterator[dict[str, Any]]:
+    """Records one at a time (streamed), in storage order, or by arrival time (`created_at`, then id) with
+    `by_time`; `until` is exclusive."""
     q = select(records)
     if workload is not None:
         q = q.where(records.c.workload == workload)
@@ -51,7 +54,8 @@ def iter_records(
         q = q.where(records.c.created_at >= since)
     if until is not None:
         q = q.where(records.c.created_at < until)
-    q = q.order_by(records.c.id.desc() if newest_first else records.c.id.asc())
+    order = [records.c.created_at, records.c.id] if by_time else [records.c.id]
+    q = q.order_by(*(c.desc() if newest_first else c.asc() for c in order))
     if limit is not None:
         q = q.limit(limit)
     with engine.connect() as conn:
@@ -66,3 +70,10 @@ def count_records(engine: Engine, **where: Any) -> int:
             q = q.where(records.c[key] == value)
     with engine.connect() as conn:
         return int(conn.execute(q).scalar_one())
+
+
+def workload_names(engine: Engine, limit: int = 50) -> list[str]:
+    """Workload names seen in the store, sorted (at most `limit`)."""
+    q = select(records.c.workload).distinct().order_by(records.c.workload).limit(limit)
+    with engine.connect() as conn:
+        return [str(w) for w in conn.execute(q).scalars()]

@@ -27,7 +27,7 @@ from tiergate.errors import InvalidRequest, UpstreamError
 from tiergate.tiers.base import StreamChunk, Tier, TierResult, completion_id, make_chunk, make_completion
 
 TOP_K = 5
-_Item = tuple[str, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+_Item = tuple[Any, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 
 
 def _resolve(fut: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
@@ -40,11 +40,13 @@ def _resolve(fut: asyncio.Future[Any], value: Any, error: BaseException | None) 
 
 
 class MicroBatcher:
-    """Runs `fn(list_of_inputs) -> list_of_outputs` in one thread over batches of concurrent submissions."""
+    """Runs `fn(list_of_inputs) -> list_of_outputs` in one thread over batches of concurrent submissions
+    (inputs are texts for the classifier tier, (context, text) pairs for the extractor tier)."""
 
-    def __init__(self, fn: Callable[[list[str]], list[Any]], max_batch_size: int, wait_ms: float,
-                 name: str = "classifier") -> None:
+    def __init__(self, fn: Callable[[list[Any]], list[Any]], max_batch_size: int, wait_ms: float,
+                 name: str = "classifier", what: str = "classifier") -> None:
         self.fn = fn
+        self.what = what
         self.max_batch_size = max_batch_size
         self.wait_s = wait_ms / 1000.0
         self.batch_sizes: list[int] = []
@@ -52,10 +54,10 @@ class MicroBatcher:
         self._thread = threading.Thread(target=self._run, name=f"tiergate-{name}-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, text: str) -> asyncio.Future[Any]:
+    def submit(self, item: Any) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        self._queue.put((text, fut, loop))
+        self._queue.put((item, fut, loop))
         return fut
 
     def stop(self) -> None:
@@ -84,10 +86,10 @@ class MicroBatcher:
             batch, stopping = self._gather(first)
             self.batch_sizes.append(len(batch))
             try:
-                results = self.fn([text for text, _, _ in batch])
+                results = self.fn([item for item, _, _ in batch])
                 error: BaseException | None = None
             except Exception as exc:  # the model failed: every waiting request gets the error
-                results, error = [None] * len(batch), UpstreamError(f"classifier failed: {exc}")
+                results, error = [None] * len(batch), UpstreamError(f"{self.what} failed: {exc}")
             for (_, fut, loop), result in zip(batch, results, strict=True):
                 if not loop.is_closed():
                     loop.call_soon_threadsafe(_resolve, fut, result, error)

@@ -13,6 +13,7 @@ _KINDS: dict[str, str | type[Tier]] = {
     "upstream": "tiergate.tiers.upstream:UpstreamTier",
     "local_lm": "tiergate.tiers.local_lm:LocalLMTier",
     "classifier": "tiergate.tiers.classifier:ClassifierTier",
+    "extractor": "tiergate.tiers.extractor:ExtractorTier",
 }
 
 

@@ -9,6 +9,10 @@ Trainers (registered by name in `tiergate.train.registry`; each writes an artifa
 `tiergate-model.json` manifest, resumes from checkpoints and is deterministic for a seed):
 - `classifier`: fine-tunes an encoder (bundled MiniLM by default) with a classification head, then
   calibrates its probabilities on validation data with temperature scaling.
+- `extractor`: fine-tunes an encoder as a per-field BIO token tagger for extraction data (span extraction),
+  served by an `extractor` tier; values are exact substrings of the input, each with a confidence.
+- `lora`: supervised fine-tuning of a causal LM (bundled SmolLM2 by default) with a PEFT LoRA adapter, for
+  extraction, generation and classification data; the adapter is served by a `local_lm` tier.
 Importing this package loads no torch; the trainer module does, when it is asked for.
 """
 

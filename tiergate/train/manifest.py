@@ -6,7 +6,7 @@
      "created_at": "2025-01-01T12:00:00+00:00", "tiergate_version": "0.1.0"}
 
 `name` and `version` are filled in when the model registry registers the artifact. `tier_kind` says which
-tier kind serves it (`classifier` today; a LoRA adapter will say `local_lm`).
+tier kind serves it: `classifier`, or `local_lm` for a LoRA adapter (served on `base_model`).
 """
 
 from __future__ import annotations

@@ -38,3 +38,5 @@ def get_trainer(name: str) -> Trainer[Any]:
 
 
 register_trainer("classifier", "tiergate.train.classifier:ClassifierTrainer")
+register_trainer("extractor", "tiergate.train.extractor:ExtractorTrainer")
+register_trainer("lora", "tiergate.train.lora:LoraTrainer")

@@ -1,0 +1,162 @@
+"""The optimisation loop shared by the encoder trainers (`classifier`, `extractor`): deterministic length-bucketed
+batches, AdamW with per-layer learning rates, warmup then decay, gradient clipping, a progress bar, a history
+entry per epoch and resumable checkpoints.
+
+    history, seconds = run_training(model, config, out, lengths=lengths, identity=identity,
+                                    batch_loss=lambda batch: loss_of(batch), evaluate=val_metrics,
+                                    started=time.perf_counter(), on_step=None)
+
+`batch_loss(indices)` returns the loss of one batch of training examples (given by index); `evaluate()` returns
+the validation figures logged after each epoch (or None to skip). The model needs an `encoder` (a Hugging Face
+model) and a `head` (its parameters get `head_learning_rate`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tiergate.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from tiergate.train.encoder_config import EncoderTrainConfig
+
+StepHook = Callable[[int, float], None]
+
+
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, bucketing: bool) -> list[list[int]]:
+    """The batches of one epoch, a pure function of (seed, epoch): resuming recomputes the same order.
+    With bucketing, each window of 50 batches is sorted by length before cutting, then batches are shuffled."""
+    rng = np.random.default_rng([seed, epoch])
+    perm = rng.permutation(len(lengths)).tolist()
+    if not bucketing:
+        return [perm[i:i + batch_size] for i in range(0, len(perm), batch_size)]
+    window = batch_size * 50
+    batches: list[list[int]] = []
+    for w in range(0, len(perm), window):
+        chunk = sorted(perm[w:w + window], key=lambda i: lengths[i])
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    order = rng.permutation(len(batches)).tolist()
+    return [batches[i] for i in order]
+
+
+def param_groups(model: torch.nn.Module, config: EncoderTrainConfig) -> list[dict[str, Any]]:
+    """AdamW groups: the head at head_learning_rate; encoder layer i at lr * decay^(depth-1-i), embeddings at
+    lr * decay^depth; no weight decay on biases and norms."""
+    depth = int(getattr(model.encoder.config, "num_hidden_layers", 0) or 0)  # type: ignore[union-attr]
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.startswith("head."):
+            lr = config.head_learning_rate
+        else:
+            m = re.search(r"\.layers?\.(\d+)\.", name)
+            if m:
+                scale = config.layer_lr_decay ** (depth - 1 - int(m.group(1)))
+            elif "embeddings" in name:
+                scale = config.layer_lr_decay ** depth
+            else:
+                scale = 1.0
+            lr = config.learning_rate * scale
+        wd = 0.0 if p.ndim == 1 or "norm" in name.lower() else config.weight_decay
+        groups.setdefault((lr, wd), []).append(p)
+    return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+
+
+def lr_lambda(total: int, warmup: int, schedule: str) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        if schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return max(0.0, 1.0 - progress)
+    return f
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def total_steps(n_examples: int, config: EncoderTrainConfig) -> tuple[int, int]:
+    """(steps per epoch, total steps) of a run over `n_examples`."""
+    per_epoch = math.ceil(n_examples / config.batch_size)
+    return per_epoch, config.max_steps or max(1, math.ceil(config.epochs * per_epoch))
+
+
+def run_training(model: torch.nn.Module, config: EncoderTrainConfig, out: Path, *, lengths: list[int],
+                 identity: dict[str, Any], batch_loss: Callable[[list[int]], torch.Tensor],
+                 evaluate: Callable[[], dict[str, Any]] | None, started: float,
+                 on_step: StepHook | None = None) -> tuple[list[dict[str, Any]], float]:
+    """Train `model` in place (resuming from OUT/checkpoints when allowed); returns the per-epoch history and
+    the training seconds (those of an interrupted run included)."""
+    from tqdm.auto import tqdm
+
+    per_epoch, total = total_steps(len(lengths), config)
+    optimizer = torch.optim.AdamW(param_groups(model, config))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(total, int(config.warmup_ratio * total), config.lr_schedule))
+    identity = {**identity, "total_steps": total}
+
+    step, history, spent = 0, [], 0.0
+    ckpt = latest_checkpoint(out) if config.resume else None
+    if ckpt is not None:
+        state, meta = load_checkpoint(ckpt, identity)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        step, history, spent = int(meta["step"]), list(meta.get("history", [])), float(meta.get("elapsed_s", 0.0))
+
+    def checkpoint() -> None:
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()}
+        meta = {"identity": identity, "history": history, "elapsed_s": spent + time.perf_counter() - started}
+        save_checkpoint(out, step, state, meta, config.keep_checkpoints)
+
+    model.train()
+    bar = tqdm(total=total, initial=step, desc=f"train {out.name}", disable=not config.progress, unit="step")
+    running: list[float] = []
+    while step < total:
+        epoch, offset = divmod(step, per_epoch)
+        batches = epoch_batches(lengths, config.batch_size, config.seed, epoch, config.length_bucketing)
+        for batch in batches[offset:]:
+            loss = batch_loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            running.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(running[-50:]):.4f}")
+            if on_step is not None:
+                on_step(step, running[-1])
+            epoch_end = step % per_epoch == 0 or step == total
+            if epoch_end or (config.checkpoint_every and step % config.checkpoint_every == 0):
+                if epoch_end:
+                    entry: dict[str, Any] = {"epoch": round(step / per_epoch, 3), "step": step,
+                                             "train_loss": float(np.mean(running)) if running else None}
+                    if config.eval_every_epoch and evaluate is not None:
+                        entry.update(evaluate())
+                    entry["elapsed_s"] = round(spent + time.perf_counter() - started, 1)
+                    history.append(entry)
+                    running = []
+                    bar.write(json.dumps(entry))
+                checkpoint()
+            if step >= total:
+                break
+    bar.close()
+    return history, spent + time.perf_counter() - started
