@@ -224,3 +224,47 @@ def test_cli_train_eval_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     res = runner.invoke(app, ["models", "show", "triage:v1"])
     shown = json.loads(res.output)
     assert shown["name"] == "triage" and shown["version"] == 1 and shown["kind"] == "classifier"
+
+
+def test_ensemble_averages_its_members_and_resumes(tmp_path: Path) -> None:
+    """members=2: two models alike but for the seed, served as the log of their mean probability with one
+    temperature; a rerun keeps the finished members; the tier serves the ensemble like any classifier."""
+    import numpy as np
+
+    from tiergate.evaluate import resolve_tier
+    from tiergate.train.calibration import softmax
+    from tiergate.train.classifier_model import ClassifierPredictor, EnsemblePredictor
+
+    trainer = get_trainer("classifier")
+    out = tmp_path / "ens"
+    config = trainer.make_config({**FAST, "max_steps": 4, "members": 2})
+    model = trainer.train(dataset(6), dataset(2, offset=6), out, config)
+    info = json.loads((out / "ensemble.json").read_text())
+    assert info["members"] == ["members/m0", "members/m1"] and info["temperature"] > 0
+    seeds = [json.loads((out / m / "tiergate-model.json").read_text())["config"]["seed"] for m in info["members"]]
+    assert seeds == [0, 1] and [m["reused"] for m in model.metrics["members"]] == [False, False]
+    assert model.manifest["config"]["members"] == 2 and "accuracy" in model.metrics
+
+    ens = ClassifierPredictor.load(out, device="cpu")
+    assert isinstance(ens, EnsemblePredictor) and len(ens.members) == 2
+    texts = dataset(8).texts
+    members = [ClassifierPredictor.load(out / m, device="cpu") for m in info["members"]]
+    mean = np.mean([softmax(m.logits(texts), 1.0) for m in members], axis=0)
+    assert not np.allclose(softmax(members[0].logits(texts), 1.0), softmax(members[1].logits(texts), 1.0))
+    expected = softmax(np.log(mean), info["temperature"])
+    assert np.allclose(ens.predict_proba(texts), expected, atol=1e-6)
+
+    again = trainer.train(dataset(6), dataset(2, offset=6), out, config)  # both members finished: kept
+    assert [m["reused"] for m in again.metrics["members"]] == [True, True]
+    assert again.metrics["temperature"] == pytest.approx(model.metrics["temperature"])
+
+    tier = resolve_tier(str(out), name="ens")
+
+    async def ask() -> Any:
+        try:
+            return await tier.complete({"model": "ens", "messages": [{"role": "user", "content": "refund me"}]})
+        finally:
+            await tier.close()
+
+    result = asyncio.run(ask())
+    assert result.content in PHRASES and 0 < result.confidence <= 1

@@ -167,6 +167,8 @@ class ClassifierPredictor:
         from transformers import AutoModel, AutoTokenizer
 
         d = Path(model_dir)
+        if (d / ENSEMBLE_FILE).is_file():
+            return EnsemblePredictor.load_ensemble(d, device)
         if not (d / "head.safetensors").is_file():
             raise NotFound(f"{d}: not a tiergate classifier (no head.safetensors)")
         labels = json.loads((d / "labels.json").read_text())
@@ -219,3 +221,35 @@ class ClassifierPredictor:
             top = [(self.labels[i], float(row[i])) for i in order]
             out.append(Prediction(top[0][0], top[0][1], top, n_tok))
         return out
+
+
+ENSEMBLE_FILE = "ensemble.json"
+"""An ensemble's directory: ensemble.json (member directories relative to it, temperature, calibration)."""
+
+
+class EnsemblePredictor(ClassifierPredictor):
+    """A deep ensemble: classifiers trained alike with other seeds (Lakshminarayanan et al. 2017). Its logits are
+    the log of the members' mean probability, with one temperature fitted on validation data for the mean.
+    `model` is the first member's (what reads embeddings, such as the boundary router, reads that member's)."""
+
+    def __init__(self, members: list[ClassifierPredictor], temperature: float) -> None:
+        first = members[0]
+        for m in members[1:]:
+            if m.labels != first.labels:
+                raise ConfigError("ensemble members disagree on the label set")
+        super().__init__(first.model, first.tokenizer, first.labels, first.settings, temperature, None, first.device)
+        self.members = members
+
+    @classmethod
+    def load_ensemble(cls, d: Path, device: str = "auto") -> EnsemblePredictor:
+        info = json.loads((d / ENSEMBLE_FILE).read_text())
+        members = [ClassifierPredictor.load(d / rel, device) for rel in info["members"]]
+        if not members:
+            raise NotFound(f"{d}: an ensemble with no members")
+        return cls(members, float(info.get("temperature", 1.0)))
+
+    def _logits(self, ids: list[list[int]], batch_size: int) -> np.ndarray:
+        from tiergate.train.calibration import softmax
+
+        mean = np.mean([softmax(m._logits(ids, batch_size), 1.0) for m in self.members], axis=0)
+        return np.log(np.maximum(mean, 1e-12))  # type: ignore[no-any-return]
