@@ -92,7 +92,7 @@ def main() -> None:
     p.add_argument("--reuse", action="store_true", help="reuse the classifier in --model when there is one")
     p.add_argument("--train-only", action="store_true", help="stop after training the classifier")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="classifier recipe override")
-    p.add_argument("--val-oos-recall", type=float, default=0.92,
+    p.add_argument("--val-oos-recall", type=float, default=0.95,
                    help="threshold: least OOS recall on oos_val (100 queries) the operating point must reach")
     p.add_argument("--k", type=int, default=10, help="k of the kNN distance")
     p.add_argument("--limit", type=int, default=None, help="smoke runs: every 1 in N queries of each split")
