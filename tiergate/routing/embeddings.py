@@ -142,7 +142,10 @@ class Embedder:
 
                 device = "cuda" if torch.cuda.is_available() else "cpu"
             try:
-                model = SentenceTransformer(encoder_path(self.model_name), device=device)
+                from tiergate.tiers.hf import LOAD_LOCK
+
+                with LOAD_LOCK:
+                    model = SentenceTransformer(encoder_path(self.model_name), device=device)
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"cannot load embedding model {self.model_name!r} ({exc})") from exc
             model.max_seq_length = self.max_seq_len

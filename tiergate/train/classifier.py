@@ -27,6 +27,7 @@ import torch
 
 from tiergate.data.dataset import Dataset
 from tiergate.data.split import split_dataset
+from tiergate.tiers.hf import LOAD_LOCK
 from tiergate.train.base import TrainedModel, Trainer
 from tiergate.train.calibration import expected_calibration_error, fit_temperature, nll, softmax
 from tiergate.train.checkpoint import remove_checkpoints
@@ -95,8 +96,9 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
             torch.set_num_threads(config.num_threads)
         device = resolve_device(config.device)
         torch.manual_seed(config.seed)
-        encoder, tokenizer = load_encoder(config.base_model)
-        model = EncoderClassifier(encoder, len(labels), config.pooling, config.dropout).to(device)
+        with LOAD_LOCK:  # module construction races other threads' from_pretrained (see tiers.hf.LOAD_LOCK)
+            encoder, tokenizer = load_encoder(config.base_model)
+            model = EncoderClassifier(encoder, len(labels), config.pooling, config.dropout).to(device)
         pad_id = tokenizer.pad_token_id or 0
 
         def tok(texts: list[str]) -> list[list[int]]:

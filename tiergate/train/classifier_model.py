@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from tiergate.errors import ConfigError, NotFound
+from tiergate.tiers.hf import LOAD_LOCK, serialized
 
 
 def resolve_device(device: str) -> torch.device:
@@ -56,6 +57,7 @@ class EncoderClassifier(nn.Module):
         return self.head(self.dropout(self.embed(input_ids, attention_mask)))  # type: ignore[no-any-return]
 
 
+@serialized
 def load_encoder(name: str) -> tuple[nn.Module, Any]:
     """(encoder, tokenizer) for the bundled MiniLM, a Hugging Face id or a local directory."""
     from transformers import AutoModel, AutoTokenizer
@@ -174,9 +176,10 @@ class ClassifierPredictor:
         labels = json.loads((d / "labels.json").read_text())
         settings = json.loads((d / "classifier.json").read_text())
         calibration = json.loads((d / "calibration.json").read_text())
-        encoder = AutoModel.from_pretrained(str(d / "encoder"))
-        tokenizer = AutoTokenizer.from_pretrained(str(d / "encoder"))
-        model = EncoderClassifier(encoder, len(labels), settings.get("pooling", "mean"), 0.0)
+        with LOAD_LOCK:
+            encoder = AutoModel.from_pretrained(str(d / "encoder"))
+            tokenizer = AutoTokenizer.from_pretrained(str(d / "encoder"))
+            model = EncoderClassifier(encoder, len(labels), settings.get("pooling", "mean"), 0.0)
         head = load_file(str(d / "head.safetensors"))
         model.head.load_state_dict(head)
         knn = None

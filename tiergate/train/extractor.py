@@ -107,10 +107,13 @@ class ExtractorTrainer(Trainer[ExtractorConfig]):
             torch.set_num_threads(config.num_threads)
         device = resolve_device(config.device)
         torch.manual_seed(config.seed)
-        encoder, tokenizer = load_encoder(config.base_model)
-        if config.freeze_word_embeddings:
-            encoder.get_input_embeddings().weight.requires_grad_(False)
-        model = EncoderTagger(encoder, len(fields), config.dropout).to(device)
+        from tiergate.tiers.hf import LOAD_LOCK
+
+        with LOAD_LOCK:  # module construction races other threads' from_pretrained (see tiers.hf.LOAD_LOCK)
+            encoder, tokenizer = load_encoder(config.base_model)
+            if config.freeze_word_embeddings:
+                encoder.get_input_embeddings().weight.requires_grad_(False)
+            model = EncoderTagger(encoder, len(fields), config.dropout).to(device)
         pad_id = tokenizer.pad_token_id or 0
 
         train_enc, train_stats = encode_dataset(tokenizer, train_ds, fields, config.max_seq_len, config.use_context)

@@ -152,9 +152,12 @@ class ExtractorPredictor:
         fields = json.loads((d / "fields.json").read_text())
         settings = json.loads((d / "extractor.json").read_text())
         calibration = json.loads((d / "calibration.json").read_text())
-        encoder = AutoModel.from_pretrained(str(d / "encoder"))
-        tokenizer = AutoTokenizer.from_pretrained(str(d / "encoder"))
-        model = EncoderTagger(encoder, len(fields), 0.0)
+        from tiergate.tiers.hf import LOAD_LOCK
+
+        with LOAD_LOCK:
+            encoder = AutoModel.from_pretrained(str(d / "encoder"))
+            tokenizer = AutoTokenizer.from_pretrained(str(d / "encoder"))
+            model = EncoderTagger(encoder, len(fields), 0.0)
         model.head.load_state_dict(load_file(str(d / "head.safetensors")))
         return cls(model, tokenizer, fields, settings, float(calibration.get("temperature", 1.0)),
                    resolve_device(device))

@@ -132,7 +132,7 @@ class LoraTrainer(Trainer[LoraTrainerConfig]):
         from peft import LoraConfig, get_peft_model
         from tqdm.auto import tqdm
 
-        from tiergate.tiers.hf import load_causal_lm
+        from tiergate.tiers.hf import LOAD_LOCK, load_causal_lm
 
         started = time.perf_counter()
         out = Path(out_dir)
@@ -158,9 +158,10 @@ class LoraTrainer(Trainer[LoraTrainerConfig]):
         pad_id = tokenizer.pad_token_id
 
         torch.manual_seed(config.seed)  # LoRA A matrices are drawn here
-        model = get_peft_model(model, LoraConfig(
-            r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-            target_modules=config.modules(), bias="none", task_type="CAUSAL_LM"))
+        with LOAD_LOCK:  # new LoRA modules race other threads' from_pretrained (see tiers.hf.LOAD_LOCK)
+            model = get_peft_model(model, LoraConfig(
+                r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                target_modules=config.modules(), bias="none", task_type="CAUSAL_LM"))
         trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
 
         lengths = [len(e.input_ids) for e in train_sft]
