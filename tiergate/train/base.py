@@ -67,6 +67,28 @@ class Trainer(ABC, Generic[C]):
         write the artifact to `out_dir` and return it."""
 
 
+def finish_model_dir(out: Path, *, kind: str, tier_kind: str, task: Task, config: Any, data_hash: str,
+                     eval_ds: Dataset | None, metrics: dict[str, Any], clean_checkpoints: bool = False,
+                     manifest_skips: tuple[str, ...] = ("history",)) -> TrainedModel:
+    """The last step of every trainer: write metrics.json and the manifest (kind, tier kind, task, base model,
+    data hashes, config, metrics less `manifest_skips`), drop the checkpoints when asked, return the model."""
+    import json
+
+    from tiergate.train.manifest import new_manifest, write_manifest
+
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    manifest = new_manifest(
+        kind=kind, tier_kind=tier_kind, task=task, base_model=config.base_model, data_hash=data_hash,
+        eval_data_hash=eval_ds.data_hash() if eval_ds is not None else None, config=config.to_json(),
+        metrics={k: v for k, v in metrics.items() if k not in manifest_skips})
+    write_manifest(out, manifest)
+    if clean_checkpoints:
+        from tiergate.train.checkpoint import remove_checkpoints
+
+        remove_checkpoints(out)
+    return TrainedModel(path=out, kind=kind, task=task, metrics=metrics, manifest=manifest)
+
+
 def _coerce(f: dataclasses.Field[Any], value: Any) -> Any:
     """Strings from the command line become the field's type (int, float, bool, None)."""
     if not isinstance(value, str):

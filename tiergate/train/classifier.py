@@ -28,9 +28,8 @@ import torch
 from tiergate.data.dataset import Dataset
 from tiergate.data.split import split_dataset
 from tiergate.tiers.hf import LOAD_LOCK
-from tiergate.train.base import TrainedModel, Trainer
+from tiergate.train.base import TrainedModel, Trainer, finish_model_dir
 from tiergate.train.calibration import expected_calibration_error, fit_temperature, nll, softmax
-from tiergate.train.checkpoint import remove_checkpoints
 from tiergate.train.classifier_config import RUN_ONLY, ClassifierConfig
 from tiergate.train.classifier_model import (
     ClassifierPredictor,
@@ -44,7 +43,6 @@ from tiergate.train.classifier_model import (
     save_classifier,
 )
 from tiergate.train.loop import StepHook, epoch_batches, lr_lambda, param_groups, peak_rss_mb, run_training
-from tiergate.train.manifest import new_manifest, write_manifest
 
 __all__ = ["ClassifierTrainer", "StepHook", "epoch_batches", "lr_lambda", "param_groups", "peak_rss_mb",
            "score_logits"]
@@ -65,6 +63,18 @@ def score_logits(logits: np.ndarray, gold: list[int], temperature: float) -> dic
     if known.any():
         out["nll"] = nll(logits[known], y[known], temperature)
     return out
+
+
+def calibrate(logits: np.ndarray, eval_y: list[int]) -> tuple[float, dict[str, Any], dict[str, Any]]:
+    """Fit a temperature on validation logits: (temperature, the calibration record, metrics to add)."""
+    temperature = 1.0
+    known = [i for i, g in enumerate(eval_y) if g >= 0]
+    if known:
+        temperature = fit_temperature(logits[known], [eval_y[i] for i in known])
+    before, after = score_logits(logits, eval_y, 1.0), score_logits(logits, eval_y, temperature)
+    calibration = {"ece_before": before["ece"], "ece_after": after["ece"],
+                   "nll_before": before.get("nll"), "nll_after": after.get("nll")}
+    return temperature, calibration, {**after, "ece_uncalibrated": before["ece"]}
 
 
 class ClassifierTrainer(Trainer[ClassifierConfig]):
@@ -159,28 +169,17 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
         if eval_ds is not None and len(eval_ds):
             index = {label: i for i, label in enumerate(labels)}
             eval_y = [index.get(str(o), -1) for o in eval_ds.outputs]
-            logits = predictor.logits(eval_ds.texts, config.inference_batch_size)
-            known = [i for i, g in enumerate(eval_y) if g >= 0]
-            if known:
-                temperature = fit_temperature(logits[known], [eval_y[i] for i in known])
-            before, after = score_logits(logits, eval_y, 1.0), score_logits(logits, eval_y, temperature)
-            calibration = {"ece_before": before["ece"], "ece_after": after["ece"],
-                           "nll_before": before.get("nll"), "nll_after": after.get("nll")}
-            metrics_out.update(after)
-            metrics_out["ece_uncalibrated"] = before["ece"]
+            temperature, calibration, scored = calibrate(
+                predictor.logits(eval_ds.texts, config.inference_batch_size), eval_y)
+            metrics_out.update(scored)
         metrics_out["temperature"] = temperature
         metrics_out["peak_rss_mb"] = round(peak_rss_mb(), 1)
         (out / ENSEMBLE_FILE).write_text(json.dumps(
             {"members": [str(d.relative_to(out)) for d in dirs], "temperature": temperature, **calibration},
             indent=2) + "\n")
-        (out / "metrics.json").write_text(json.dumps(metrics_out, indent=2) + "\n")
-        manifest = new_manifest(
-            kind="classifier", tier_kind="classifier", task="classification", base_model=config.base_model,
-            data_hash=data_hash, eval_data_hash=eval_ds.data_hash() if eval_ds is not None else None,
-            config=config.to_json(), metrics={k: v for k, v in metrics_out.items() if k != "members"})
-        write_manifest(out, manifest)
-        return TrainedModel(path=out, kind="classifier", task="classification", metrics=metrics_out,
-                            manifest=manifest)
+        return finish_model_dir(out, kind="classifier", tier_kind="classifier", task="classification", config=config,
+                                data_hash=data_hash, eval_ds=eval_ds, metrics=metrics_out,
+                                manifest_skips=("members",))
 
     def _finish(self, out: Path, model: EncoderClassifier, tokenizer: Any, labels: list[str], config: ClassifierConfig,
                 train_ds: Dataset, eval_ds: Dataset | None, train_ids: list[list[int]], eval_ids: list[list[int]],
@@ -199,28 +198,15 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
         if eval_ids:
             head_logits, emb = encode_logits(model, eval_ids, pad_id, config.inference_batch_size, device)
             knn_logp = (knn_log_probs(emb, bank[0], bank[1], len(labels), config.knn_k) if bank is not None else None)
-            logits = combine_logits(head_logits, knn_logp, config.knn_weight)
-            known = [i for i, g in enumerate(eval_y) if g >= 0]
-            if known:
-                temperature = fit_temperature(logits[known], [eval_y[i] for i in known])
-            before = score_logits(logits, eval_y, 1.0)
-            after = score_logits(logits, eval_y, temperature)
-            calibration = {"ece_before": before["ece"], "ece_after": after["ece"],
-                           "nll_before": before.get("nll"), "nll_after": after.get("nll")}
-            metrics.update(after)
-            metrics["ece_uncalibrated"] = before["ece"]
+            temperature, calibration, scored = calibrate(combine_logits(head_logits, knn_logp, config.knn_weight),
+                                                         eval_y)
+            metrics.update(scored)
         metrics["temperature"] = temperature
         metrics["peak_rss_mb"] = round(peak_rss_mb(), 1)
         metrics["history"] = history
         settings = {"pooling": config.pooling, "max_seq_len": config.max_seq_len, "knn_weight": config.knn_weight,
                     "knn_k": config.knn_k}
         save_classifier(out, model, tokenizer, labels, settings, temperature, calibration, bank)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        manifest = new_manifest(
-            kind="classifier", tier_kind="classifier", task="classification", base_model=config.base_model,
-            data_hash=data_hash, eval_data_hash=eval_ds.data_hash() if eval_ds is not None else None,
-            config=config.to_json(), metrics={k: v for k, v in metrics.items() if k != "history"})
-        write_manifest(out, manifest)
-        if config.clean_checkpoints:
-            remove_checkpoints(out)
-        return TrainedModel(path=out, kind="classifier", task="classification", metrics=metrics, manifest=manifest)
+        return finish_model_dir(out, kind="classifier", tier_kind="classifier", task="classification", config=config,
+                                data_hash=data_hash, eval_ds=eval_ds, metrics=metrics,
+                                clean_checkpoints=config.clean_checkpoints)

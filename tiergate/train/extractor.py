@@ -28,9 +28,8 @@ import torch
 from tiergate.data.dataset import Dataset
 from tiergate.data.split import split_dataset
 from tiergate.errors import DataError
-from tiergate.train.base import TrainedModel, Trainer
+from tiergate.train.base import TrainedModel, Trainer, finish_model_dir
 from tiergate.train.calibration import expected_calibration_error, fit_temperature, nll
-from tiergate.train.checkpoint import remove_checkpoints
 from tiergate.train.classifier_model import load_encoder, resolve_device
 from tiergate.train.extractor_config import ExtractorConfig
 from tiergate.train.extractor_data import (
@@ -45,7 +44,6 @@ from tiergate.train.extractor_data import (
 )
 from tiergate.train.extractor_model import EncoderTagger, collate, save_extractor, tag_logits, tag_probs
 from tiergate.train.loop import StepHook, peak_rss_mb, run_training
-from tiergate.train.manifest import new_manifest, write_manifest
 
 
 def score_extractions(encoded: list[Encoded], logits: list[np.ndarray], golds: list[Any], fields: list[str],
@@ -163,12 +161,6 @@ class ExtractorTrainer(Trainer[ExtractorConfig]):
         metrics["history"] = history
         settings = {"max_seq_len": config.max_seq_len, "use_context": config.use_context}
         save_extractor(out, model, tokenizer, fields, settings, temperature, calibration)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        manifest = new_manifest(
-            kind="extractor", tier_kind="extractor", task="extraction", base_model=config.base_model,
-            data_hash=data_hash, eval_data_hash=eval_ds.data_hash() if eval_ds is not None else None,
-            config=config.to_json(), metrics={k: v for k, v in metrics.items() if k != "history"})
-        write_manifest(out, manifest)
-        if config.clean_checkpoints:
-            remove_checkpoints(out)
-        return TrainedModel(path=out, kind="extractor", task="extraction", metrics=metrics, manifest=manifest)
+        return finish_model_dir(out, kind="extractor", tier_kind="extractor", task="extraction", config=config,
+                                data_hash=data_hash, eval_ds=eval_ds, metrics=metrics,
+                                clean_checkpoints=config.clean_checkpoints)
