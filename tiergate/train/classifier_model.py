@@ -6,7 +6,9 @@ Artifact directory (written by `save_classifier`, read by `ClassifierPredictor.l
     head.safetensors          the linear head (weight [labels, hidden], bias [labels])
     knn.safetensors           normalised training embeddings and their label ids (only when knn_weight > 0)
     labels.json               label names, index = class id
-    classifier.json           pooling, max_seq_len, knn_weight, knn_k
+    lexical.json, lexical.safetensors
+                              the lexical vote (tiergate.train.lexical), when lexical_weight > 0
+    classifier.json           pooling, max_seq_len, knn_weight, knn_k, lexical_weight
     calibration.json          temperature, ECE before and after
     metrics.json              validation metrics and per-epoch history
     tiergate-model.json       the manifest (tiergate.train.manifest)
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,6 +29,9 @@ from torch import nn
 
 from tiergate.errors import ConfigError, NotFound
 from tiergate.tiers.hf import LOAD_LOCK, serialized
+
+if TYPE_CHECKING:
+    from tiergate.train.lexical import LexicalModel
 
 
 def resolve_device(device: str) -> torch.device:
@@ -153,8 +158,11 @@ class ClassifierPredictor:
     at a time (the classifier tier serialises calls through its batching thread)."""
 
     def __init__(self, model: EncoderClassifier, tokenizer: Any, labels: list[str], settings: dict[str, Any],
-                 temperature: float, knn_bank: tuple[np.ndarray, np.ndarray] | None, device: torch.device) -> None:
+                 temperature: float, knn_bank: tuple[np.ndarray, np.ndarray] | None, device: torch.device,
+                 lexical: tuple[LexicalModel, float] | None = None) -> None:
         self.model = model.to(device).eval()
+        self.lexical = lexical
+        """(the lexical vote, its weight), blended into the logits when present"""
         self.tokenizer = tokenizer
         self.labels = labels
         self.settings = settings
@@ -187,22 +195,36 @@ class ClassifierPredictor:
             bank = load_file(str(d / "knn.safetensors"))
             knn = (bank["embeddings"].numpy(), bank["labels"].numpy())
         return cls(model, tokenizer, labels, settings, float(calibration.get("temperature", 1.0)), knn,
-                   resolve_device(device))
+                   resolve_device(device), load_lexical(d, float(settings.get("lexical_weight", 0.0))))
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer(texts, truncation=True, max_length=self.max_seq_len)["input_ids"]  # type: ignore[no-any-return]
 
     def logits(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """Uncalibrated logits (head, blended with the kNN vote when the model has one)."""
-        return self._logits(self.tokenize(texts), batch_size)
+        """Uncalibrated logits (head, blended with the kNN and lexical votes when the model has them)."""
+        return self._logits(texts, self.tokenize(texts), batch_size)
 
-    def _logits(self, ids: list[list[int]], batch_size: int) -> np.ndarray:
+    def _logits(self, texts: list[str], ids: list[list[int]], batch_size: int) -> np.ndarray:
+        return self.add_lexical(texts, self._model_logits(texts, ids, batch_size))
+
+    def _model_logits(self, texts: list[str], ids: list[list[int]], batch_size: int) -> np.ndarray:
         head_logits, emb = encode_logits(self.model, ids, self.tokenizer.pad_token_id or 0, batch_size, self.device)
+        return self.add_knn(head_logits, emb)
+
+    def add_knn(self, head_logits: np.ndarray, emb: np.ndarray) -> np.ndarray:
+        """The head's logits with the kNN vote over the embeddings `emb` blended in (when the model has one)."""
         knn_logp = None
         if self.knn_bank is not None:
             knn_logp = knn_log_probs(emb, self.knn_bank[0], self.knn_bank[1], len(self.labels),
                                      int(self.settings.get("knn_k", 10)))
         return combine_logits(head_logits, knn_logp, float(self.settings.get("knn_weight", 0.0)))
+
+    def add_lexical(self, texts: list[str], logits: np.ndarray) -> np.ndarray:
+        """`logits` with the lexical vote on `texts` blended in (when the model has one)."""
+        if self.lexical is None or not len(texts):
+            return logits
+        model, weight = self.lexical
+        return logits + weight * model.log_proba(texts, len(self.labels))  # type: ignore[no-any-return]
 
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Calibrated probabilities, shape [len(texts), len(labels)]."""
@@ -216,7 +238,7 @@ class ClassifierPredictor:
         from tiergate.train.calibration import softmax
 
         ids = self.tokenize(texts)
-        probs = softmax(self._logits(ids, batch_size), self.temperature)
+        probs = softmax(self._logits(texts, ids, batch_size), self.temperature)
         lengths = [len(x) for x in ids]
         out = []
         for row, n_tok in zip(probs, lengths, strict=True):
@@ -224,6 +246,18 @@ class ClassifierPredictor:
             top = [(self.labels[i], float(row[i])) for i in order]
             out.append(Prediction(top[0][0], top[0][1], top, n_tok))
         return out
+
+
+def load_lexical(d: Path, weight: float) -> tuple[LexicalModel, float] | None:
+    """The lexical vote saved in `d` with its weight, or None when it has none or its weight is 0."""
+    from tiergate.train.lexical import LexicalModel
+
+    if weight <= 0:
+        return None
+    model = LexicalModel.load(d)
+    if model is None:
+        raise NotFound(f"{d}: the model blends a lexical vote (weight {weight}) but lexical.json is missing")
+    return model, weight
 
 
 ENSEMBLE_FILE = "ensemble.json"
@@ -235,12 +269,14 @@ class EnsemblePredictor(ClassifierPredictor):
     the log of the members' mean probability, with one temperature fitted on validation data for the mean.
     `model` is the first member's (what reads embeddings, such as the boundary router, reads that member's)."""
 
-    def __init__(self, members: list[ClassifierPredictor], temperature: float) -> None:
+    def __init__(self, members: list[ClassifierPredictor], temperature: float,
+                 lexical: tuple[LexicalModel, float] | None = None) -> None:
         first = members[0]
         for m in members[1:]:
             if m.labels != first.labels:
                 raise ConfigError("ensemble members disagree on the label set")
-        super().__init__(first.model, first.tokenizer, first.labels, first.settings, temperature, None, first.device)
+        super().__init__(first.model, first.tokenizer, first.labels, first.settings, temperature, None, first.device,
+                         lexical)
         self.members = members
 
     @classmethod
@@ -249,10 +285,10 @@ class EnsemblePredictor(ClassifierPredictor):
         members = [ClassifierPredictor.load(d / rel, device) for rel in info["members"]]
         if not members:
             raise NotFound(f"{d}: an ensemble with no members")
-        return cls(members, float(info.get("temperature", 1.0)))
+        return cls(members, float(info.get("temperature", 1.0)), load_lexical(d, float(info.get("lexical_weight", 0.0))))
 
-    def _logits(self, ids: list[list[int]], batch_size: int) -> np.ndarray:
+    def _model_logits(self, texts: list[str], ids: list[list[int]], batch_size: int) -> np.ndarray:
         from tiergate.train.calibration import softmax
 
-        mean = np.mean([softmax(m._logits(ids, batch_size), 1.0) for m in self.members], axis=0)
+        mean = np.mean([softmax(m._logits(texts, ids, batch_size), 1.0) for m in self.members], axis=0)
         return np.log(np.maximum(mean, 1e-12))  # type: ignore[no-any-return]

@@ -35,7 +35,7 @@ from tiergate.data.dataset import Dataset
 from tiergate.data.split import split_dataset
 from tiergate.train.base import TrainedModel, Trainer
 from tiergate.train.checkpoint import latest_checkpoint, load_checkpoint, remove_checkpoints, save_checkpoint
-from tiergate.train.loop import StepHook, epoch_batches, lr_lambda, peak_rss_mb
+from tiergate.train.loop import StepHook, epoch_batches, lr_lambda, make_adamw, peak_rss_mb
 from tiergate.train.lora_config import LoraTrainerConfig
 from tiergate.train.lora_data import (
     IGNORE,
@@ -168,8 +168,8 @@ class LoraTrainer(Trainer[LoraTrainerConfig]):
         micro_per_epoch = math.ceil(len(train_sft) / config.batch_size)
         per_epoch = math.ceil(micro_per_epoch / config.grad_accum)
         total = config.max_steps or max(1, math.ceil(config.epochs * per_epoch))
-        optimizer = torch.optim.AdamW(list(trainable.values()), lr=config.learning_rate,
-                                      weight_decay=config.weight_decay)
+        optimizer = make_adamw(list(trainable.values()), lr=config.learning_rate,
+                               weight_decay=config.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_lambda(total, int(config.warmup_ratio * total), config.lr_schedule))
         identity = {**config.identity(), "data_hash": data_hash, "total_steps": total}
