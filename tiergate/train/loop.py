@@ -73,8 +73,8 @@ def param_groups(model: torch.nn.Module, config: EncoderTrainConfig) -> list[dic
 
 def make_adamw(params: Iterable[Any], **kwargs: Any) -> torch.optim.AdamW:
     """AdamW (over parameters or parameter groups) with its fused kernel where torch has one for the parameters'
-    device and dtype (CPU and CUDA): the same update in one pass over memory; on a 2-core CPU it cuts MiniLM's
-    optimizer step from 0.19 s to 0.06 s."""
+    device and dtype (CPU and CUDA): the same update in one pass over memory, several times faster on CPU than the
+    per-tensor loop (benchmarks/optimizer_step.py)."""
     groups = list(params)
     try:
         return torch.optim.AdamW(groups, fused=True, **kwargs)
