@@ -32,24 +32,19 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 def datasets(task: str, data_dir: Path) -> tuple[Any, Any, Any]:
-    from tiergate.data import read_csv, remove_overlap
-    from tiergate.data.split import split_dataset
-
+    """(train, validation, test) as the task's classifier benchmark builds them."""
     if task == "banking77":
-        train = read_csv(data_dir / "banking77" / "train.csv", text_column="text", label_column="category")
-        test = read_csv(data_dir / "banking77" / "test.csv", text_column="text", label_column="category")
-        train, _ = remove_overlap(train, test)
-        carved = split_dataset(train, val=0.05, test=0.0, seed=0)
-        return carved.train, carved.validation, test
+        from banking77_cascade import splits  # type: ignore[import-not-found]
+        from banking77_classifier import RECIPE  # type: ignore[import-not-found]
+
+        return splits(data_dir / "banking77", float(RECIPE["val_fraction"]), int(RECIPE["seed"]))  # type: ignore[no-any-return]
     if task == "clinc150":
+        from clinc150_boundary import load, prepare  # type: ignore[import-not-found]
         from clinc150_classifier import _dataset  # type: ignore[import-not-found]
 
-        data = json.loads((data_dir / "clinc150" / "data_full.json").read_text())
-        train, val = _dataset(data["train"], "train"), _dataset(data["val"], "val")
-        test = _dataset(data["test"], "test")
-        train, _ = remove_overlap(train, test)
-        train, _ = remove_overlap(train, val)
-        return train, val, test
+        rows = load(data_dir)
+        train, val, _ = prepare(rows)
+        return train, val, _dataset(rows["test"], "clinc150/data_full.json#test")
     raise SystemExit(f"unknown task {task!r} (banking77 or clinc150)")
 
 

@@ -71,14 +71,16 @@ def score_logits(logits: np.ndarray, gold: list[int], temperature: float) -> dic
 def calibrate(logits: np.ndarray, eval_y: list[int], lexical_logp: np.ndarray | None = None,
               lexical_weight: float | None = None) -> tuple[float, float, dict[str, Any], dict[str, Any]]:
     """Fit a temperature on validation logits, and with a lexical vote (`lexical_logp`) its weight too unless
-    `lexical_weight` fixes it: (temperature, lexical weight, the calibration record, metrics to add)."""
+    `lexical_weight` fixes it: (temperature, lexical weight (0 without a vote), the calibration record, metrics to
+    add, `lexical_weight` among them when there is a vote)."""
     from tiergate.train.lexical import fit_blend
 
     temperature, weight = 1.0, 0.0
     if lexical_logp is not None:
         weight = lexical_weight if lexical_weight is not None else 0.5
     if not len(eval_y):
-        return temperature, weight, ({"lexical_weight": weight} if lexical_logp is not None else {}), {}
+        record = {"lexical_weight": weight} if lexical_logp is not None else {}
+        return temperature, weight, record, dict(record)
     known = [i for i, g in enumerate(eval_y) if g >= 0]
     y = [eval_y[i] for i in known]
     extra: dict[str, Any] = {}
@@ -218,12 +220,10 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
         metrics_out.update(scored)
         metrics_out["temperature"] = temperature
         save_lexical(out, lexical)
-        if lexical is not None:
-            metrics_out["lexical_weight"] = weight
         metrics_out["peak_rss_mb"] = round(peak_rss_mb(), 1)
         (out / ENSEMBLE_FILE).write_text(json.dumps(
             {"members": [str(d.relative_to(out)) for d in dirs], "temperature": temperature,
-             "lexical_weight": weight if lexical is not None else 0.0, **calibration},
+             "lexical_weight": weight, **calibration},
             indent=2) + "\n")
         return finish_model_dir(out, kind="classifier", tier_kind="classifier", task="classification", config=config,
                                 data_hash=data_hash, eval_ds=eval_ds, metrics=metrics_out,
@@ -255,12 +255,10 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
             lexical.log_proba(eval_texts, len(labels)) if lexical is not None else None, config.lexical_weight)
         metrics.update(scored)
         metrics["temperature"] = temperature
-        if lexical is not None:
-            metrics["lexical_weight"] = weight
         metrics["peak_rss_mb"] = round(peak_rss_mb(), 1)
         metrics["history"] = history
         settings = {"pooling": config.pooling, "max_seq_len": config.max_seq_len, "knn_weight": config.knn_weight,
-                    "knn_k": config.knn_k, "lexical_weight": weight if lexical is not None else 0.0}
+                    "knn_k": config.knn_k, "lexical_weight": weight}
         save_classifier(out, model, tokenizer, labels, settings, temperature, calibration, bank)
         save_lexical(out, lexical)
         return finish_model_dir(out, kind="classifier", tier_kind="classifier", task="classification", config=config,
