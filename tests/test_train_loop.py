@@ -42,3 +42,26 @@ def test_adamw_is_fused_on_cpu_and_matches_the_plain_update() -> None:
             model(x).pow(2).mean().backward()
             opt.step()
     assert torch.allclose(a.weight, b.weight, atol=1e-6)
+
+
+def test_weight_average_follows_the_warmed_up_decay_and_swaps_back() -> None:
+    from tiergate.train.loop import WeightAverage
+
+    model = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    average = WeightAverage(model, decay=0.5)
+    expected = 0.0
+    for t, value in enumerate([1.0, 2.0, 4.0, 8.0], start=1):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        average.update()
+        d = min(0.5, (1 + t) / (10 + t))  # 2/11, 3/12, then 0.5 from t=3 on
+        expected = d * expected + (1 - d) * value
+    assert average.shadow["weight"][0, 0].item() == pytest.approx(expected)
+    assert average.swapped(lambda: model.weight[0, 0].item()) == pytest.approx(expected)
+    assert model.weight[0, 0].item() == 8.0  # the live weights are back after the swap
+    restored = WeightAverage(model, decay=0.5)
+    restored.load_state_dict(average.state_dict())
+    restored.apply()
+    assert model.weight[0, 0].item() == pytest.approx(expected) and restored.updates == 4

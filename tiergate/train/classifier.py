@@ -27,7 +27,6 @@ import torch
 
 from tiergate.data.dataset import Dataset
 from tiergate.data.split import split_dataset
-from tiergate.tiers.hf import LOAD_LOCK
 from tiergate.train.base import TrainedModel, Trainer, finish_model_dir
 from tiergate.train.calibration import expected_calibration_error, fit_temperature, nll, softmax
 from tiergate.train.classifier_config import RUN_ONLY, ClassifierConfig
@@ -37,12 +36,18 @@ from tiergate.train.classifier_model import (
     combine_logits,
     encode_logits,
     knn_log_probs,
-    load_encoder,
     pad_batch,
-    resolve_device,
     save_classifier,
 )
-from tiergate.train.loop import StepHook, epoch_batches, lr_lambda, param_groups, peak_rss_mb, run_training
+from tiergate.train.loop import (
+    StepHook,
+    epoch_batches,
+    lr_lambda,
+    param_groups,
+    peak_rss_mb,
+    prepare_encoder,
+    run_training,
+)
 
 if TYPE_CHECKING:
     from tiergate.train.lexical import LexicalModel
@@ -146,13 +151,8 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
             return self._train_ensemble(train_ds, eval_ds, out, config, data_hash, started)
         labels = train_ds.labels()
         index = {label: i for i, label in enumerate(labels)}
-        if config.num_threads:
-            torch.set_num_threads(config.num_threads)
-        device = resolve_device(config.device)
-        torch.manual_seed(config.seed)
-        with LOAD_LOCK:  # module construction races other threads' from_pretrained (see tiers.hf.LOAD_LOCK)
-            encoder, tokenizer = load_encoder(config.base_model)
-            model = EncoderClassifier(encoder, len(labels), config.pooling, config.dropout).to(device)
+        model, tokenizer, device = prepare_encoder(
+            config, lambda encoder: EncoderClassifier(encoder, len(labels), config.pooling, config.dropout))
         pad_id = tokenizer.pad_token_id or 0
 
         def tok(texts: list[str]) -> list[list[int]]:
@@ -167,8 +167,15 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
 
         def batch_loss(batch: list[int]) -> torch.Tensor:
             input_ids, mask = pad_batch([train_ids[i] for i in batch], pad_id)
-            logits = model(input_ids.to(device), mask.to(device))
-            return loss_fn(logits, train_y[batch].to(device))  # type: ignore[no-any-return]
+            gold = train_y[batch].to(device)
+            if config.rdrop_alpha <= 0:
+                return loss_fn(model(input_ids.to(device), mask.to(device)), gold)  # type: ignore[no-any-return]
+            # R-Drop: the batch twice through dropout; cross-entropy on both and a symmetric KL between them
+            first, second = model(input_ids.repeat(2, 1).to(device), mask.repeat(2, 1).to(device)).chunk(2)
+            lp, lq = first.log_softmax(-1), second.log_softmax(-1)
+            kl = (torch.nn.functional.kl_div(lp, lq, log_target=True, reduction="batchmean")
+                  + torch.nn.functional.kl_div(lq, lp, log_target=True, reduction="batchmean")) / 2
+            return (loss_fn(first, gold) + loss_fn(second, gold)) / 2 + config.rdrop_alpha * kl
 
         def evaluate() -> dict[str, Any]:
             ev, _ = encode_logits(model, eval_ids, pad_id, config.inference_batch_size, device)

@@ -15,6 +15,9 @@ __all__ = ["RUN_ONLY", "ClassifierConfig"]
 class ClassifierConfig(EncoderTrainConfig):
     pooling: str = opt("mean", "sentence vector: 'mean' of token states or the 'cls' token")
     label_smoothing: float = opt(0.0, "cross-entropy label smoothing")
+    rdrop_alpha: float = opt(0.0, "R-Drop: each batch passes twice through dropout and this weight times the "
+                                  "symmetric KL between the two predictions joins the loss (0 = off; twice the "
+                                  "compute per step)")
     knn_weight: float = opt(0.0, "blend in a kNN vote over training embeddings with this weight (0 = off)")
     knn_k: int = opt(10, "neighbours in the kNN vote")
     lexical: bool = opt(True, "blend in a lexical vote (TF-IDF word 1-2-grams and character 1-4-grams into a logistic "
@@ -38,6 +41,8 @@ class ClassifierConfig(EncoderTrainConfig):
             raise ValueError("lexical_weight must be >= 0")
         if self.lexical_c <= 0:
             raise ValueError("lexical_c must be positive")
+        if self.rdrop_alpha < 0:
+            raise ValueError("rdrop_alpha must be >= 0")
         if self.knn_weight < 0:
             raise ValueError("knn_weight must be >= 0")
         if self.pooling not in ("mean", "cls"):

@@ -30,6 +30,10 @@ class EncoderTrainConfig:
     warmup_ratio: float = opt(0.06, "fraction of steps spent warming the learning rate up from 0")
     lr_schedule: str = opt("linear", "decay after warmup: 'linear', 'cosine' or 'constant'")
     max_grad_norm: float = opt(1.0, "clip gradients to this global norm (0 = off)")
+    ema_decay: float = opt(0.0, "keep an exponential moving average of the weights (this decay per step, warmed up "
+                                "as min(decay, (1+t)/(10+t))) and save it instead of the last weights (0 = off)")
+    freeze_word_embeddings: bool = opt(False, "keep the encoder's word-embedding matrix fixed (a third of MiniLM's "
+                                              "weights: a cheaper backward pass and optimizer step)")
     max_seq_len: int = opt(64, "inputs are truncated to this many tokens")
     dropout: float = opt(0.1, "dropout before the head")
     val_fraction: float = opt(0.1, "validation share carved (stratified) from train when no eval set is given")
@@ -58,6 +62,8 @@ class EncoderTrainConfig:
                 raise ValueError(f"{name} must be positive")
         if not 0 < self.layer_lr_decay <= 1:
             raise ValueError("layer_lr_decay must be in (0, 1]")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError("ema_decay must be in [0, 1)")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError("warmup_ratio must be in [0, 1)")
         if not 0 <= self.val_fraction < 1:

@@ -30,7 +30,6 @@ from tiergate.data.split import split_dataset
 from tiergate.errors import DataError
 from tiergate.train.base import TrainedModel, Trainer, finish_model_dir
 from tiergate.train.calibration import expected_calibration_error, fit_temperature, nll
-from tiergate.train.classifier_model import load_encoder, resolve_device
 from tiergate.train.extractor_config import ExtractorConfig
 from tiergate.train.extractor_data import (
     IGNORE,
@@ -43,7 +42,7 @@ from tiergate.train.extractor_data import (
     field_signature,
 )
 from tiergate.train.extractor_model import EncoderTagger, collate, save_extractor, tag_logits, tag_probs
-from tiergate.train.loop import StepHook, peak_rss_mb, run_training
+from tiergate.train.loop import StepHook, peak_rss_mb, prepare_encoder, run_training
 
 
 def score_extractions(encoded: list[Encoded], logits: list[np.ndarray], golds: list[Any], fields: list[str],
@@ -101,17 +100,8 @@ class ExtractorTrainer(Trainer[ExtractorConfig]):
         fields = field_names(train_ds)
         if not fields:
             raise DataError("no field values to learn: every training output is empty", path=train_ds.path)
-        if config.num_threads:
-            torch.set_num_threads(config.num_threads)
-        device = resolve_device(config.device)
-        torch.manual_seed(config.seed)
-        from tiergate.tiers.hf import LOAD_LOCK
-
-        with LOAD_LOCK:  # module construction races other threads' from_pretrained (see tiers.hf.LOAD_LOCK)
-            encoder, tokenizer = load_encoder(config.base_model)
-            if config.freeze_word_embeddings:
-                encoder.get_input_embeddings().weight.requires_grad_(False)
-            model = EncoderTagger(encoder, len(fields), config.dropout).to(device)
+        model, tokenizer, device = prepare_encoder(config, lambda encoder: EncoderTagger(encoder, len(fields),
+                                                                                      config.dropout))
         pad_id = tokenizer.pad_token_id or 0
 
         train_enc, train_stats = encode_dataset(tokenizer, train_ds, fields, config.max_seq_len, config.use_context)

@@ -20,7 +20,7 @@ import resource
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -29,6 +29,63 @@ from tiergate.train.checkpoint import latest_checkpoint, load_checkpoint, save_c
 from tiergate.train.encoder_config import EncoderTrainConfig
 
 StepHook = Callable[[int, float], None]
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+def prepare_encoder(config: EncoderTrainConfig, build: Callable[[torch.nn.Module], M]) -> tuple[M, Any, torch.device]:
+    """The common start of an encoder trainer: torch threads and seed from `config`, the base encoder loaded, its
+    word embeddings frozen when asked, and `build(encoder)` (the trainable model around it) moved to the device.
+    Returns (model, tokenizer, device)."""
+    from tiergate.tiers.hf import LOAD_LOCK
+    from tiergate.train.classifier_model import load_encoder, resolve_device
+
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    with LOAD_LOCK:  # module construction races other threads' from_pretrained (see tiers.hf.LOAD_LOCK)
+        encoder, tokenizer = load_encoder(config.base_model)
+        if config.freeze_word_embeddings:
+            encoder.get_input_embeddings().weight.requires_grad_(False)  # type: ignore[operator]
+        model = build(encoder).to(device)
+    return model, tokenizer, device
+
+
+class WeightAverage:
+    """An exponential moving average of a model's floating-point weights (decay warmed up as
+    min(decay, (1+t)/(10+t)), so early steps do not pin it to the pre-trained weights). `swapped()` puts the
+    average into the model for a while (to evaluate it); `apply()` leaves it there."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.model, self.decay, self.updates = model, decay, 0
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        live = self.model.state_dict()
+        for k, v in self.shadow.items():
+            v.lerp_(live[k].detach(), 1.0 - d)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"updates": self.updates, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.updates = int(state["updates"])
+        for k, v in state["shadow"].items():
+            self.shadow[k].copy_(v)
+
+    def apply(self) -> None:
+        self.model.load_state_dict(self.shadow, strict=False)
+
+    def swapped(self, fn: Callable[[], Any]) -> Any:
+        live = {k: v.detach().clone() for k, v in self.model.state_dict().items() if k in self.shadow}
+        self.apply()
+        try:
+            return fn()
+        finally:
+            self.model.load_state_dict(live, strict=False)
 
 
 def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, bucketing: bool) -> list[list[int]]:
@@ -110,7 +167,8 @@ def run_training(model: torch.nn.Module, config: EncoderTrainConfig, out: Path, 
                  evaluate: Callable[[], dict[str, Any]] | None, started: float,
                  on_step: StepHook | None = None) -> tuple[list[dict[str, Any]], float]:
     """Train `model` in place (resuming from OUT/checkpoints when allowed); returns the per-epoch history and
-    the training seconds (those of an interrupted run included)."""
+    the training seconds (those of an interrupted run included). With `ema_decay`, the model ends holding the
+    weights' moving average, and the per-epoch validation figures are those of the average."""
     from tqdm.auto import tqdm
 
     per_epoch, total = total_steps(len(lengths), config)
@@ -118,6 +176,7 @@ def run_training(model: torch.nn.Module, config: EncoderTrainConfig, out: Path, 
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(total, int(config.warmup_ratio * total), config.lr_schedule))
     identity = {**identity, "total_steps": total}
+    average = WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None
 
     step, history, spent = 0, [], 0.0
     ckpt = latest_checkpoint(out) if config.resume else None
@@ -127,11 +186,15 @@ def run_training(model: torch.nn.Module, config: EncoderTrainConfig, out: Path, 
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
+        if average is not None:
+            average.load_state_dict(state["ema"])
         step, history, spent = int(meta["step"]), list(meta.get("history", [])), float(meta.get("elapsed_s", 0.0))
 
     def checkpoint() -> None:
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()}
+        if average is not None:
+            state["ema"] = average.state_dict()
         meta = {"identity": identity, "history": history, "elapsed_s": spent + time.perf_counter() - started}
         save_checkpoint(out, step, state, meta, config.keep_checkpoints)
 
@@ -149,6 +212,8 @@ def run_training(model: torch.nn.Module, config: EncoderTrainConfig, out: Path, 
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
             scheduler.step()
+            if average is not None:
+                average.update()
             step += 1
             running.append(loss.item())
             bar.update(1)
@@ -161,7 +226,7 @@ def run_training(model: torch.nn.Module, config: EncoderTrainConfig, out: Path, 
                     entry: dict[str, Any] = {"epoch": round(step / per_epoch, 3), "step": step,
                                              "train_loss": float(np.mean(running)) if running else None}
                     if config.eval_every_epoch and evaluate is not None:
-                        entry.update(evaluate())
+                        entry.update(evaluate() if average is None else average.swapped(evaluate))
                     entry["elapsed_s"] = round(spent + time.perf_counter() - started, 1)
                     history.append(entry)
                     running = []
@@ -170,4 +235,6 @@ def run_training(model: torch.nn.Module, config: EncoderTrainConfig, out: Path, 
             if step >= total:
                 break
     bar.close()
+    if average is not None:
+        average.apply()
     return history, spent + time.perf_counter() - started
