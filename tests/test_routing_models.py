@@ -67,6 +67,31 @@ def test_boundary_classifier_mode_uses_its_embedding_and_confidence(tmp_path, cl
     assert not Path(info["classifier"]).is_absolute()  # moves with the artifact
 
 
+def test_boundary_over_an_ensemble_reads_the_ensembles_logits(tmp_path):
+    from tests.routing_support import FAST
+    from tiergate.data import Dataset, Example
+    from tiergate.routing.boundary import BoundaryFitOptions, fit_boundary
+    from tiergate.train import get_trainer
+    from tiergate.train.calibration import softmax
+    from tiergate.train.classifier_model import ClassifierPredictor, EnsemblePredictor
+
+    rows = [Example(t, k, i) for k, texts in INTENTS.items() for i, t in enumerate(texts[:7])]
+    val = [Example(t, k, i) for k, texts in INTENTS.items() for i, t in enumerate(texts[7:])]
+    trainer = get_trainer("classifier")
+    trainer.train(Dataset(rows, "classification", path="train"), Dataset(val, "classification", path="val"),
+                  tmp_path / "ens", trainer.make_config({**FAST, "members": 2, "max_steps": 3}))
+    ensemble = ClassifierPredictor.load(tmp_path / "ens", "cpu")
+    assert isinstance(ensemble, EnsemblePredictor) and ensemble.temperature != 1.0
+    model = fit_boundary([r.text for r in rows], [v.text for v in val],
+                         BoundaryFitOptions(signals=["knn", "msp"], k=1), train_labels=[str(r.output) for r in rows],
+                         classifier=str(tmp_path / "ens"))
+    enc = model.encode(OOS[:3])
+    # the served (calibrated) probabilities of the ensemble, not its first member's head under the ensemble's temperature
+    assert np.allclose(softmax(enc.logits, 1.0), ensemble.predict_proba(OOS[:3]), atol=1e-5)
+    first = ensemble.members[0].logits_and_embeddings(OOS[:3], ensemble.tokenize(OOS[:3]), 8)[1]
+    assert np.allclose(enc.emb, first / np.linalg.norm(first, axis=1, keepdims=True), atol=1e-5)
+
+
 # -- learned ------------------------------------------------------------------------------------------------------
 def test_learned_router_trains_routes_and_beats_random(tmp_path, outcome_files):
     from tiergate.routing.evaluation import evaluate_on_outcomes

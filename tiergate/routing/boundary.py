@@ -76,32 +76,32 @@ class _ClassifierEncoder:
     """A trained tiergate classifier's encoder and head (one forward gives both embedding and logits)."""
 
     def __init__(self, path: str, device: str = "cpu", num_threads: int = 1, quantize: bool = False) -> None:
-        from tiergate.train.classifier_model import ClassifierPredictor
+        from tiergate.train.classifier_model import ClassifierPredictor, EnsemblePredictor
 
         self.predictor = ClassifierPredictor.load(path, device)
         if quantize and self.predictor.device.type == "cpu":
             from tiergate.routing.embeddings import quantize_linear
 
-            self.predictor.model = quantize_linear(self.predictor.model)
+            members = self.predictor.members if isinstance(self.predictor, EnsemblePredictor) else [self.predictor]
+            for member in members:
+                member.model = quantize_linear(member.model)
+            self.predictor.model = members[0].model
         self.labels: list[str] = list(self.predictor.labels)
         self._lock = threading.Lock()
         self.worker = TorchWorker(num_threads, "tiergate-boundary")
 
     def _forward(self, texts: list[str], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        from tiergate.train.classifier_model import encode_logits
-
         p = self.predictor
         with self._lock:  # the predictor serves one caller at a time
-            return encode_logits(p.model, p.tokenize(texts), p.tokenizer.pad_token_id or 0, batch_size, p.device)
+            return p.logits_and_embeddings(texts, p.tokenize(texts), batch_size)
 
     def __call__(self, texts: list[str], batch_size: int) -> Encoded:
         p = self.predictor
         if len(texts) > BULK:
-            head, emb = self._forward(texts, batch_size)
+            logits, emb = self._forward(texts, batch_size)
         else:  # single requests: on the worker's own small torch pool (see tiergate.routing.embeddings)
-            head, emb = self.worker.run(self._forward, texts, batch_size)
-        logits = p.add_lexical(texts, p.add_knn(head, emb)) / p.temperature
-        return Encoded(_normalise(emb), np.asarray(logits, dtype=np.float64))
+            logits, emb = self.worker.run(self._forward, texts, batch_size)
+        return Encoded(_normalise(emb), np.asarray(logits / p.temperature, dtype=np.float64))
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:

@@ -211,6 +211,13 @@ class ClassifierPredictor:
         head_logits, emb = encode_logits(self.model, ids, self.tokenizer.pad_token_id or 0, batch_size, self.device)
         return self.add_knn(head_logits, emb)
 
+    def logits_and_embeddings(self, texts: list[str], ids: list[list[int]],
+                              batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(the served logits before the temperature, the pooled embeddings of `model`) from one forward pass of
+        `model`: what the boundary router reads."""
+        head_logits, emb = encode_logits(self.model, ids, self.tokenizer.pad_token_id or 0, batch_size, self.device)
+        return self.add_lexical(texts, self.add_knn(head_logits, emb)), emb
+
     def add_knn(self, head_logits: np.ndarray, emb: np.ndarray) -> np.ndarray:
         """The head's logits with the kNN vote over the embeddings `emb` blended in (when the model has one)."""
         knn_logp = None
@@ -267,7 +274,8 @@ ENSEMBLE_FILE = "ensemble.json"
 class EnsemblePredictor(ClassifierPredictor):
     """A deep ensemble: classifiers trained alike with other seeds (Lakshminarayanan et al. 2017). Its logits are
     the log of the members' mean probability, with one temperature fitted on validation data for the mean.
-    `model` is the first member's (what reads embeddings, such as the boundary router, reads that member's)."""
+    `model` is the first member's: what reads embeddings (the boundary router's distances) reads that member's,
+    with the ensemble's own logits (`logits_and_embeddings`)."""
 
     def __init__(self, members: list[ClassifierPredictor], temperature: float,
                  lexical: tuple[LexicalModel, float] | None = None) -> None:
@@ -288,7 +296,20 @@ class EnsemblePredictor(ClassifierPredictor):
         return cls(members, float(info.get("temperature", 1.0)), load_lexical(d, float(info.get("lexical_weight", 0.0))))
 
     def _model_logits(self, texts: list[str], ids: list[list[int]], batch_size: int) -> np.ndarray:
+        return self._mean_log([m._logits(texts, ids, batch_size) for m in self.members])
+
+    def logits_and_embeddings(self, texts: list[str], ids: list[list[int]],
+                              batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ensemble's served logits, and the first member's embeddings (from the same forward pass that gives
+        that member's logits)."""
+        first, emb = self.members[0].logits_and_embeddings(texts, ids, batch_size)
+        rest = [m._logits(texts, ids, batch_size) for m in self.members[1:]]
+        return self.add_lexical(texts, self._mean_log([first, *rest])), emb
+
+    @staticmethod
+    def _mean_log(member_logits: list[np.ndarray]) -> np.ndarray:
+        """The log of the members' mean probability."""
         from tiergate.train.calibration import softmax
 
-        mean = np.mean([softmax(m._logits(texts, ids, batch_size), 1.0) for m in self.members], axis=0)
+        mean = np.mean([softmax(x, 1.0) for x in member_logits], axis=0)
         return np.log(np.maximum(mean, 1e-12))  # type: ignore[no-any-return]
