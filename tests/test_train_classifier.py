@@ -149,6 +149,55 @@ def test_weight_average_r_drop_and_frozen_embeddings_train_and_resume_exactly(tm
             get_trainer("classifier").make_config(bad)
 
 
+OUTLIERS = ["what is the capital of france", "tell me a joke about cats", "how tall is mount everest",
+            "play some jazz music", "what will the weather be tomorrow", "translate hello into spanish",
+            "who won the world cup", "set an alarm for seven"]
+
+
+def test_outlier_exposure_flattens_outliers_and_keeps_them_out_of_the_label_set(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from tiergate.errors import DataError
+    from tiergate.train.calibration import softmax
+    from tiergate.train.classifier import ClassifierTrainer
+    from tiergate.train.classifier_model import ClassifierPredictor
+
+    def with_outliers(ds: Dataset) -> Dataset:
+        extra = [Example(text, "oos", 100 + i) for i, text in enumerate(OUTLIERS)]
+        return Dataset(list(ds.examples) + extra, "classification", path="mem.jsonl")
+
+    config = {**FAST, "max_steps": 12, "batch_size": 8, "checkpoint_every": 2}
+    make = get_trainer("classifier").make_config
+    plain = ClassifierTrainer().train(dataset(6), None, tmp_path / "plain", make(config))
+    oe_config = make({**config, "outlier_label": "oos", "outlier_weight": 1.0, "outlier_batch": 4})
+    exposed = ClassifierTrainer().train(with_outliers(dataset(6)), with_outliers(dataset(2, offset=6)),
+                                        tmp_path / "oe", oe_config)
+    assert json.loads((exposed.path / "labels.json").read_text()) == ["card_arrival", "greeting", "refund"]
+    assert exposed.metrics["eval_examples"] == 6  # the outliers are not scored as a class
+    a, b = (ClassifierPredictor.load(m.path, device="cpu") for m in (plain, exposed))
+    # the same steps on the same labelled data, but the exposed model spreads its probability on the outliers
+    # (compared before the temperatures, which were fitted on different data)
+    confidence = [float(softmax(m.logits(OUTLIERS), 1.0).max(1).mean()) for m in (a, b)]
+    assert confidence[1] < confidence[0] - 0.1, confidence
+    texts = dataset(8).texts
+    assert sum(p.label == ex.output for p, ex in zip(b.predict(texts), dataset(8), strict=True)) / len(texts) >= 0.75
+
+    # the outliers drawn into each batch are a function of the batch: an interrupted run resumes exactly
+    resume_config = make({**config, "max_steps": 4, "outlier_label": "oos", "clean_checkpoints": False})
+    straight = ClassifierTrainer().train(with_outliers(dataset(4)), None, tmp_path / "a",
+                                         make({**config, "max_steps": 4, "outlier_label": "oos"}))
+    interrupt_at_step_3(with_outliers(dataset(4)), tmp_path / "b", resume_config)
+    resumed = ClassifierTrainer().train(with_outliers(dataset(4)), None, tmp_path / "b", resume_config)
+    x, y = load_file(str(straight.path / "head.safetensors")), load_file(str(resumed.path / "head.safetensors"))
+    assert (x["weight"] - y["weight"]).abs().max().item() < 1e-5
+
+    with pytest.raises(DataError, match="outlier_label 'OOS' labels no training example"):
+        ClassifierTrainer().train(with_outliers(dataset(4)), None, tmp_path / "c", make({**config, "outlier_label": "OOS"}))
+    for bad in ({"outlier_weight": -1}, {"outlier_batch": 0}, {"outlier_label": " "}):
+        with pytest.raises(ConfigError):
+            make(bad)
+
+
 def test_config_validation_and_coercion() -> None:
     trainer = get_trainer("classifier")
     config = trainer.make_config({"epochs": "2.5", "batch_size": "16", "max_steps": "none", "progress": "false"})

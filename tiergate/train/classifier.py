@@ -27,6 +27,7 @@ import torch
 
 from tiergate.data.dataset import Dataset
 from tiergate.data.split import split_dataset
+from tiergate.errors import DataError
 from tiergate.train.base import TrainedModel, Trainer, finish_model_dir
 from tiergate.train.calibration import expected_calibration_error, fit_temperature, nll, softmax
 from tiergate.train.classifier_config import RUN_ONLY, ClassifierConfig
@@ -109,6 +110,21 @@ def calibrate(logits: np.ndarray, eval_y: list[int], lexical_logp: np.ndarray | 
     return temperature, weight, calibration, {**after, "ece_uncalibrated": before["ece"], **extra}
 
 
+def split_outliers(ds: Dataset, label: str | None, required: bool = False) -> tuple[Dataset, list[str]]:
+    """(the examples of every other label, the texts labelled `label`); `required`: a label no example carries is
+    an error (a misspelt outlier label would silently train without outlier exposure)."""
+    if label is None:
+        return ds, []
+    keep = [i for i, ex in enumerate(ds.examples) if str(ex.output) != label]
+    outliers = [ex.text for ex in ds.examples if str(ex.output) == label]
+    if required and not outliers:
+        raise DataError(f"outlier_label {label!r} labels no training example (labels: "
+                        f"{', '.join(ds.labels()[:10])}{' ...' if len(ds.labels()) > 10 else ''})", path=ds.path)
+    if required and not keep:
+        raise DataError(f"every training example is labelled with the outlier label {label!r}", path=ds.path)
+    return ds.subset(keep), outliers
+
+
 def save_lexical(out: Path, lexical: LexicalModel | None) -> None:
     """Save the lexical vote in `out`, or remove one a former run left there."""
     from tiergate.train.lexical import LEXICAL_ARRAYS, LEXICAL_JSON
@@ -149,6 +165,9 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
             self.check_task(eval_ds)
         if config.members > 1:
             return self._train_ensemble(train_ds, eval_ds, out, config, data_hash, started)
+        train_ds, outliers = split_outliers(train_ds, config.outlier_label, required=True)
+        if eval_ds is not None:
+            eval_ds = split_outliers(eval_ds, config.outlier_label)[0]
         labels = train_ds.labels()
         index = {label: i for i, label in enumerate(labels)}
         model, tokenizer, device = prepare_encoder(
@@ -165,17 +184,32 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
         identity = {**config.identity(), "data_hash": data_hash}
         loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
+        outlier_ids = tok(outliers) if outliers else []
+
+        def loss_of(logits: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+            """Cross-entropy on the batch's labelled rows; outlier exposure on the rows after them."""
+            n = len(gold)
+            loss = loss_fn(logits[:n], gold)
+            if len(logits) > n:  # cross-entropy to the uniform distribution over the classes
+                rest = logits[n:]
+                loss = loss + config.outlier_weight * (torch.logsumexp(rest, -1) - rest.mean(-1)).mean()
+            return loss  # type: ignore[no-any-return]
+
         def batch_loss(batch: list[int]) -> torch.Tensor:
-            input_ids, mask = pad_batch([train_ids[i] for i in batch], pad_id)
+            rows = [train_ids[i] for i in batch]
+            if outlier_ids:  # a pure function of the batch, so a resumed run draws the same outliers
+                draw = np.random.default_rng([config.seed, *batch]).integers(len(outlier_ids), size=config.outlier_batch)
+                rows += [outlier_ids[j] for j in draw]
+            input_ids, mask = pad_batch(rows, pad_id)
             gold = train_y[batch].to(device)
             if config.rdrop_alpha <= 0:
-                return loss_fn(model(input_ids.to(device), mask.to(device)), gold)  # type: ignore[no-any-return]
-            # R-Drop: the batch twice through dropout; cross-entropy on both and a symmetric KL between them
+                return loss_of(model(input_ids.to(device), mask.to(device)), gold)
+            # R-Drop: the batch twice through dropout; the loss on both and a symmetric KL between them
             first, second = model(input_ids.repeat(2, 1).to(device), mask.repeat(2, 1).to(device)).chunk(2)
-            lp, lq = first.log_softmax(-1), second.log_softmax(-1)
+            lp, lq = first[:len(batch)].log_softmax(-1), second[:len(batch)].log_softmax(-1)
             kl = (torch.nn.functional.kl_div(lp, lq, log_target=True, reduction="batchmean")
                   + torch.nn.functional.kl_div(lq, lp, log_target=True, reduction="batchmean")) / 2
-            return (loss_fn(first, gold) + loss_fn(second, gold)) / 2 + config.rdrop_alpha * kl
+            return (loss_of(first, gold) + loss_of(second, gold)) / 2 + config.rdrop_alpha * kl
 
         def evaluate() -> dict[str, Any]:
             ev, _ = encode_logits(model, eval_ids, pad_id, config.inference_batch_size, device)
@@ -211,6 +245,9 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
             member_metrics.append({"seed": member_cfg.seed, "accuracy": metrics.get("accuracy"),
                                    "train_time_s": metrics.get("train_time_s"), "reused": done})
             dirs.append(member_dir)
+        train_ds = split_outliers(train_ds, config.outlier_label)[0]
+        if eval_ds is not None:
+            eval_ds = split_outliers(eval_ds, config.outlier_label)[0]
         predictor = EnsemblePredictor([ClassifierPredictor.load(d, config.device) for d in dirs], 1.0)
         labels = predictor.labels
         index = {label: i for i, label in enumerate(labels)}

@@ -26,6 +26,12 @@ class ClassifierConfig(EncoderTrainConfig):
     lexical_weight: float | None = opt(None, "fixed weight of the lexical vote (None: fitted on validation data, "
                                              "0.5 when there is none)")
     lexical_c: float = opt(20.0, "inverse regularisation strength of the lexical vote's logistic regression")
+    outlier_label: str | None = opt(None, "examples with this label are outliers (captured out-of-scope traffic), not "
+                                          "a class: outlier exposure trains the model to spread its probability "
+                                          "over every class on them, so its confidence and energy mark what it "
+                                          "was not trained for (None = off)")
+    outlier_weight: float = opt(0.5, "weight of the outlier-exposure loss (cross-entropy to the uniform distribution)")
+    outlier_batch: int = opt(8, "outliers drawn (with replacement) into each training batch")
     members: int = opt(1, "train this many models (seeds seed, seed+1, ...) and serve their averaged probabilities: "
                           "a deep ensemble, better accuracy and confidence ranking at N times the cost")
 
@@ -43,6 +49,12 @@ class ClassifierConfig(EncoderTrainConfig):
             raise ValueError("lexical_c must be positive")
         if self.rdrop_alpha < 0:
             raise ValueError("rdrop_alpha must be >= 0")
+        if self.outlier_weight < 0:
+            raise ValueError("outlier_weight must be >= 0")
+        if self.outlier_batch < 1:
+            raise ValueError("outlier_batch must be at least 1")
+        if self.outlier_label is not None and not str(self.outlier_label).strip():
+            raise ValueError("outlier_label must be a non-empty label (or None)")
         if self.knn_weight < 0:
             raise ValueError("knn_weight must be >= 0")
         if self.pooling not in ("mean", "cls"):
