@@ -3,20 +3,23 @@
     nice -n 10 .venv/bin/python benchmarks/clinc150_boundary.py [--data-dir ../shared/data] [--reuse]
 
 1. Trains the `classifier` trainer (bundled MiniLM, `RECIPE` below: one model) on the 15,000 in-scope training
-   queries less 5 that repeat test or validation queries (the 3,000 in-scope validation queries calibrate its
-   temperature), or reuses the model in --model with --reuse.
+   queries less 5 that repeat test or validation queries, plus the 100 oos_train queries as outliers (outlier
+   exposure: the model learns to spread its probability over the 150 intents on them; `--no-outlier-exposure`
+   leaves them out). The 3,000 in-scope validation queries calibrate its temperature. Or reuses the model in
+   --model with --reuse.
 2. Fits the boundary on the training queries (kNN and Mahalanobis distances in the classifier's embedding space,
    its calibrated max probability and energy), standardises on the in-scope validation queries; `combine=logistic`
-   learns signal weights from the 100 oos_train queries against in-scope validation.
+   learns signal weights from OOS queries the classifier did not train on (oos_val with outlier exposure, else
+   oos_train) against in-scope validation.
 3. Picks every choice on validation data only (signal set, threshold: the smallest OOS escalation that still
    reaches --val-oos-recall on oos_val), then scores the 4,500 in-scope test and 1,000 oos_test queries once.
 
 In-scope accuracy follows Larson et al. 2019: an in-scope query escalated to the frontier counts as wrong for the
 small model (the frontier's answer is not scored here). Also reported: the in-scope share kept, the accuracy on
 what is kept, and the system view: the least accuracy the frontier needs on the escalated in-scope queries for the
-whole system's in-scope accuracy to reach 96%. Published (Larson et al. 2019, Table 2, data_full): BERT oos-train 96.9% in-scope / 40.3% OOS recall,
-BERT oos-threshold 96.2% / 52.3%. Target: in-scope accuracy >= 96% with OOS recall >= 90%.
-Saves benchmarks/results/clinc150_boundary.json.
+whole system's in-scope accuracy to reach 96%. Published (Larson et al. 2019, Table 2, data_full): BERT oos-train
+96.9% in-scope / 40.3% OOS recall, BERT oos-threshold 96.2% / 52.3%. Target: in-scope accuracy >= 96% with OOS
+recall >= 90%. Saves benchmarks/results/clinc150_boundary.json (-no-oe, -int8 for the variants).
 """
 
 from __future__ import annotations
@@ -92,13 +95,19 @@ def train_classifier(train: Any, val: Any, out: Path, overrides: dict[str, str])
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default="../shared/data")
-    p.add_argument("--model", default=str(REPO / "benchmarks" / "models" / "clinc150-single"), help="classifier dir")
+    p.add_argument("--model", default=None,
+                   help="classifier dir (default benchmarks/models/clinc150-single-oe, or clinc150-single without "
+                        "outlier exposure)")
     p.add_argument("--router-out", default=None,
-                   help="boundary artifact dir (default benchmarks/models/clinc150-boundary[-int8])")
+                   help="boundary artifact dir (default benchmarks/models/clinc150-boundary[-no-oe][-int8])")
     p.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--reuse", action="store_true", help="reuse the classifier in --model when there is one")
     p.add_argument("--train-only", action="store_true", help="stop after training the classifier")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="classifier recipe override")
+    p.add_argument("--outlier-exposure", action=argparse.BooleanOptionalAction, default=True,
+                   help="train the classifier with the 100 oos_train queries as outliers (outlier_label=oos) and fit "
+                        "the boundary's signal weights on oos_val (default); --no-outlier-exposure: neither "
+                        "(results: clinc150_boundary-no-oe.json)")
     p.add_argument("--val-oos-recall", type=float, default=0.95,
                    help="threshold: least OOS recall on oos_val (100 queries) the operating point must reach")
     p.add_argument("--k", type=int, default=10, help="k of the kNN distance")
@@ -107,30 +116,44 @@ def main() -> None:
                    help="int8 dynamic quantization of the classifier's encoder inside the boundary (lower latency; "
                         "results go to clinc150_boundary-int8.json)")
     args = p.parse_args()
+    variant = ("" if args.outlier_exposure else "-no-oe") + ("-int8" if args.quantize == "on" else "")
     if args.router_out is None:
-        suffix = "-int8" if args.quantize == "on" else ""
-        args.router_out = str(REPO / "benchmarks" / "models" / f"clinc150-boundary{suffix}")
+        args.router_out = str(REPO / "benchmarks" / "models" / f"clinc150-boundary{variant}")
+    if args.model is None:
+        single = "clinc150-single-oe" if args.outlier_exposure else "clinc150-single"
+        args.model = str(REPO / "benchmarks" / "models" / single)
 
     import numpy as np
 
     from tiergate.routing.boundary import BoundaryFitOptions, Encoded, fit_boundary
     from tiergate.routing.evaluation import _auroc
-    from tiergate.train.manifest import is_model_dir
+    from tiergate.train.manifest import is_model_dir, read_manifest
 
     splits = load(data_dir(args.data_dir))
     if args.limit:
         splits = {name: rows[:: args.limit] for name, rows in splits.items()}
     train_ds, val_ds, dropped = prepare(splits)
+    fit_ds, overrides = train_ds, dict(kv.split("=", 1) for kv in args.set)
+    if args.outlier_exposure:
+        from tiergate.data import Dataset, Example
+
+        fit_ds = Dataset(list(train_ds.examples) + [Example(t, "oos", len(train_ds) + i + 1)
+                                                    for i, (t, _) in enumerate(splits["oos_train"])],
+                         "classification", path="clinc150/data_full.json#train+oos_train")
+        overrides.setdefault("outlier_label", "oos")
     model_dir = Path(args.model)
     training: dict[str, Any] = {"reused": True}
     if not (args.reuse and is_model_dir(model_dir)):
-        training = train_classifier(train_ds, val_ds, model_dir, dict(kv.split("=", 1) for kv in args.set))
+        training = train_classifier(fit_ds, val_ds, model_dir, overrides)
         print(json.dumps(training), flush=True)
+    else:  # what the reused model's own run recorded
+        metrics = json.loads((model_dir / "metrics.json").read_text())
+        training.update({"train_time_s": metrics.get("train_time_s"), "validation_accuracy": metrics.get("accuracy"),
+                         "temperature": metrics.get("temperature"),
+                         "config": read_manifest(model_dir).get("config")})
     if args.train_only:
         return
-    from tiergate.train.manifest import read_manifest
-
-    training["data_hash_matches"] = read_manifest(model_dir).get("data_hash") == train_ds.data_hash()
+    training["data_hash_matches"] = read_manifest(model_dir).get("data_hash") == fit_ds.data_hash()
     training["train_examples_dropped_for_leakage"] = dropped
 
     train_texts = train_ds.texts
@@ -169,9 +192,11 @@ def main() -> None:
                                "weights": {s: 1.0 / len(combo) for s in combo}, "bias": 0.0})
     from sklearn.linear_model import LogisticRegression
 
+    # signal weights learnt against OOS queries the classifier did not train on
+    oos_fit = "oos_val" if args.outlier_exposure else "oos_train"
     for combo in (["knn", "mahalanobis", "msp", "energy"], ["knn", "mahalanobis", "msp"], ["knn", "msp"]):
-        x = np.vstack([np.column_stack([z("val", s) for s in combo]), np.column_stack([z("oos_train", s) for s in combo])])
-        y = np.r_[np.zeros(len(sets["val"])), np.ones(len(sets["oos_train"]))]
+        x = np.vstack([np.column_stack([z("val", s) for s in combo]), np.column_stack([z(oos_fit, s) for s in combo])])
+        y = np.r_[np.zeros(len(sets["val"])), np.ones(len(sets[oos_fit]))]
         lr = LogisticRegression(class_weight="balanced", max_iter=2000).fit(x, y)
         candidates.append({"signals": combo, "combine": "logistic",
                            "weights": dict(zip(combo, map(float, lr.coef_[0]), strict=True)),
@@ -233,11 +258,12 @@ def main() -> None:
         "test_best_point_with_recall_90_hindsight": best_test_point,
         "published": PUBLISHED, "classifier": str(model_dir), "training": training,
         "boundary_fit_s": round(fit_s, 1), "router_artifact": args.router_out, "quantize": args.quantize,
+        "outlier_exposure": args.outlier_exposure, "logistic_fitted_on": oos_fit,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg": os.getloadavg()},
     }
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
-    name = "clinc150_boundary" + ("-int8" if args.quantize == "on" else "")
+    name = "clinc150_boundary" + variant
     (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("test", "classifier_accuracy_in_scope_test", "target_met", "chosen",
                                              "test_auroc_by_signal", "test_best_point_with_recall_90_hindsight")},
