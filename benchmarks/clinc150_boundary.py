@@ -102,6 +102,7 @@ def main() -> None:
                    help="boundary artifact dir (default benchmarks/models/clinc150-boundary[-no-oe][-int8])")
     p.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--reuse", action="store_true", help="reuse the classifier in --model when there is one")
+    p.add_argument("--tag", default="", help="suffix for the result file name (recipe experiments)")
     p.add_argument("--train-only", action="store_true", help="stop after training the classifier")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="classifier recipe override")
     p.add_argument("--outlier-exposure", action=argparse.BooleanOptionalAction, default=True,
@@ -263,7 +264,7 @@ def main() -> None:
     }
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
-    name = "clinc150_boundary" + variant
+    name = "clinc150_boundary" + variant + (f"-{args.tag}" if args.tag else "")
     (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("test", "classifier_accuracy_in_scope_test", "target_met", "chosen",
                                              "test_auroc_by_signal", "test_best_point_with_recall_90_hindsight")},

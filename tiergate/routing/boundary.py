@@ -16,7 +16,8 @@ Signals, each oriented so that higher means further from the training data:
 - `mahalanobis`: squared distance to the nearest class mean under the shared (Ledoit-Wolf) covariance
   (Lee et al. 2018; Podolskiy et al. 2021), when the training data has labels;
 - `msp`: 1 - the classifier's calibrated top probability (Hendrycks & Gimpel 2017), classifier mode only;
-- `energy`: -logsumexp of the classifier's logits (Liu et al. 2020), classifier mode only.
+- `energy`: -logsumexp of the classifier's calibrated logits (Liu et al. 2020; an ensemble's is its members'
+  mean), classifier mode only.
 Embeddings come from the fine-tuned classifier's encoder when a classifier directory is given (its own view of
 the data), else from a sentence-transformers model (the bundled MiniLM). Signals are standardised on
 in-scope validation data and averaged (`combine: zmean`), or weighted by a logistic regression when examples
@@ -70,6 +71,8 @@ class Encoded:
     """L2-normalised embeddings [n, d]"""
     logits: np.ndarray | None = None
     """calibrated logits (divided by the temperature) [n, labels], classifier mode only"""
+    energy: np.ndarray | None = None
+    """the classifier's energy [n] (an ensemble's is its members' mean), classifier mode only"""
 
 
 class _ClassifierEncoder:
@@ -90,18 +93,19 @@ class _ClassifierEncoder:
         self._lock = threading.Lock()
         self.worker = TorchWorker(num_threads, "tiergate-boundary")
 
-    def _forward(self, texts: list[str], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    def _forward(self, texts: list[str], batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         p = self.predictor
         with self._lock:  # the predictor serves one caller at a time
-            return p.logits_and_embeddings(texts, p.tokenize(texts), batch_size)
+            return p.boundary_outputs(texts, p.tokenize(texts), batch_size)
 
     def __call__(self, texts: list[str], batch_size: int) -> Encoded:
         p = self.predictor
         if len(texts) > BULK:
-            logits, emb = self._forward(texts, batch_size)
+            logits, emb, energy = self._forward(texts, batch_size)
         else:  # single requests: on the worker's own small torch pool (see tiergate.routing.embeddings)
-            logits, emb = self.worker.run(self._forward, texts, batch_size)
-        return Encoded(_normalise(emb), np.asarray(logits / p.temperature, dtype=np.float64))
+            logits, emb, energy = self.worker.run(self._forward, texts, batch_size)
+        return Encoded(_normalise(emb), np.asarray(logits / p.temperature, dtype=np.float64),
+                       np.asarray(energy, dtype=np.float64))
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -152,10 +156,8 @@ class BoundaryModel:
                 from tiergate.train.calibration import softmax
 
                 out["msp"] = 1.0 - softmax(enc.logits).max(1)
-            elif name == "energy" and enc.logits is not None:
-                from scipy.special import logsumexp
-
-                out["energy"] = -logsumexp(enc.logits, axis=1)
+            elif name == "energy" and enc.energy is not None:
+                out["energy"] = enc.energy
         return out
 
     # The products against the reference bank run in torch, in blocks: torch keeps its intra-op thread count per

@@ -218,6 +218,15 @@ class ClassifierPredictor:
         head_logits, emb = encode_logits(self.model, ids, self.tokenizer.pad_token_id or 0, batch_size, self.device)
         return self.add_lexical(texts, self.add_knn(head_logits, emb)), emb
 
+    def boundary_outputs(self, texts: list[str], ids: list[list[int]],
+                         batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(served logits before the temperature, pooled embeddings, energy) from one forward pass: what the
+        boundary router reads. Energy: -logsumexp of the calibrated logits (Liu et al. 2020)."""
+        from scipy.special import logsumexp
+
+        logits, emb = self.logits_and_embeddings(texts, ids, batch_size)
+        return logits, emb, -logsumexp(np.asarray(logits / self.temperature, dtype=np.float64), axis=1)
+
     def add_knn(self, head_logits: np.ndarray, emb: np.ndarray) -> np.ndarray:
         """The head's logits with the kNN vote over the embeddings `emb` blended in (when the model has one)."""
         knn_logp = None
@@ -302,9 +311,21 @@ class EnsemblePredictor(ClassifierPredictor):
                               batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """The ensemble's served logits, and the first member's embeddings (from the same forward pass that gives
         that member's logits)."""
+        logits, emb, _ = self.boundary_outputs(texts, ids, batch_size)
+        return logits, emb
+
+    def boundary_outputs(self, texts: list[str], ids: list[list[int]],
+                         batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ensemble's served logits, the first member's embeddings, and the members' mean energy: the log of
+        a mean probability is normalised, so its logsumexp would not measure the members' evidence (it ranks
+        out-of-scope requests backwards); each member's energy under its own temperature does."""
+        from scipy.special import logsumexp
+
         first, emb = self.members[0].logits_and_embeddings(texts, ids, batch_size)
-        rest = [m._logits(texts, ids, batch_size) for m in self.members[1:]]
-        return self.add_lexical(texts, self._mean_log([first, *rest])), emb
+        member_logits = [first, *(m._logits(texts, ids, batch_size) for m in self.members[1:])]
+        energy = np.mean([-logsumexp(np.asarray(z / m.temperature, dtype=np.float64), axis=1)
+                          for z, m in zip(member_logits, self.members, strict=True)], axis=0)
+        return self.add_lexical(texts, self._mean_log(member_logits)), emb, energy
 
     @staticmethod
     def _mean_log(member_logits: list[np.ndarray]) -> np.ndarray:
