@@ -118,8 +118,9 @@ def split_outliers(ds: Dataset, label: str | None, required: bool = False) -> tu
     keep = [i for i, ex in enumerate(ds.examples) if str(ex.output) != label]
     outliers = [ex.text for ex in ds.examples if str(ex.output) == label]
     if required and not outliers:
+        labels = ds.labels()
         raise DataError(f"outlier_label {label!r} labels no training example (labels: "
-                        f"{', '.join(ds.labels()[:10])}{' ...' if len(ds.labels()) > 10 else ''})", path=ds.path)
+                        f"{', '.join(labels[:10])}{' ...' if len(labels) > 10 else ''})", path=ds.path)
     if required and not keep:
         raise DataError(f"every training example is labelled with the outlier label {label!r}", path=ds.path)
     return ds.subset(keep), outliers
@@ -163,11 +164,10 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
             train_ds, eval_ds = carved.train, carved.validation
         if eval_ds is not None:
             self.check_task(eval_ds)
+            eval_ds = split_outliers(eval_ds, config.outlier_label)[0]  # outliers are not scored as a class
         if config.members > 1:
             return self._train_ensemble(train_ds, eval_ds, out, config, data_hash, started)
         train_ds, outliers = split_outliers(train_ds, config.outlier_label, required=True)
-        if eval_ds is not None:
-            eval_ds = split_outliers(eval_ds, config.outlier_label)[0]
         labels = train_ds.labels()
         index = {label: i for i, label in enumerate(labels)}
         model, tokenizer, device = prepare_encoder(
@@ -245,9 +245,7 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
             member_metrics.append({"seed": member_cfg.seed, "accuracy": metrics.get("accuracy"),
                                    "train_time_s": metrics.get("train_time_s"), "reused": done})
             dirs.append(member_dir)
-        train_ds = split_outliers(train_ds, config.outlier_label)[0]
-        if eval_ds is not None:
-            eval_ds = split_outliers(eval_ds, config.outlier_label)[0]
+        train_ds = split_outliers(train_ds, config.outlier_label)[0]  # the members trained on the outliers
         predictor = EnsemblePredictor([ClassifierPredictor.load(d, config.device) for d in dirs], 1.0)
         labels = predictor.labels
         index = {label: i for i, label in enumerate(labels)}

@@ -128,6 +128,13 @@ def combine_logits(head_logits: np.ndarray, knn_logp: np.ndarray | None, knn_wei
     return head_logits + knn_weight * knn_logp  # type: ignore[no-any-return]
 
 
+def energy(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """-logsumexp of the calibrated logits, per row (Liu et al. 2020): lower where the model has more evidence."""
+    from scipy.special import logsumexp
+
+    return -logsumexp(np.asarray(logits / temperature, dtype=np.float64), axis=1)  # type: ignore[no-any-return]
+
+
 def save_classifier(out: Path, model: EncoderClassifier, tokenizer: Any, labels: list[str], settings: dict[str, Any],
                     temperature: float, calibration: dict[str, Any], knn_bank: tuple[np.ndarray, np.ndarray] | None) -> None:
     from safetensors.torch import save_file
@@ -221,11 +228,9 @@ class ClassifierPredictor:
     def boundary_outputs(self, texts: list[str], ids: list[list[int]],
                          batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(served logits before the temperature, pooled embeddings, energy) from one forward pass: what the
-        boundary router reads. Energy: -logsumexp of the calibrated logits (Liu et al. 2020)."""
-        from scipy.special import logsumexp
-
+        boundary router reads."""
         logits, emb = self.logits_and_embeddings(texts, ids, batch_size)
-        return logits, emb, -logsumexp(np.asarray(logits / self.temperature, dtype=np.float64), axis=1)
+        return logits, emb, energy(logits, self.temperature)
 
     def add_knn(self, head_logits: np.ndarray, emb: np.ndarray) -> np.ndarray:
         """The head's logits with the kNN vote over the embeddings `emb` blended in (when the model has one)."""
@@ -311,21 +316,23 @@ class EnsemblePredictor(ClassifierPredictor):
                               batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """The ensemble's served logits, and the first member's embeddings (from the same forward pass that gives
         that member's logits)."""
-        logits, emb, _ = self.boundary_outputs(texts, ids, batch_size)
-        return logits, emb
+        member_logits, emb = self._member_logits_and_embeddings(texts, ids, batch_size)
+        return self.add_lexical(texts, self._mean_log(member_logits)), emb
 
     def boundary_outputs(self, texts: list[str], ids: list[list[int]],
                          batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The ensemble's served logits, the first member's embeddings, and the members' mean energy: the log of
         a mean probability is normalised, so its logsumexp would not measure the members' evidence (it ranks
         out-of-scope requests backwards); each member's energy under its own temperature does."""
-        from scipy.special import logsumexp
+        member_logits, emb = self._member_logits_and_embeddings(texts, ids, batch_size)
+        mean_energy = np.mean([energy(z, m.temperature) for z, m in zip(member_logits, self.members, strict=True)],
+                              axis=0)
+        return self.add_lexical(texts, self._mean_log(member_logits)), emb, mean_energy
 
+    def _member_logits_and_embeddings(self, texts: list[str], ids: list[list[int]],
+                                      batch_size: int) -> tuple[list[np.ndarray], np.ndarray]:
         first, emb = self.members[0].logits_and_embeddings(texts, ids, batch_size)
-        member_logits = [first, *(m._logits(texts, ids, batch_size) for m in self.members[1:])]
-        energy = np.mean([-logsumexp(np.asarray(z / m.temperature, dtype=np.float64), axis=1)
-                          for z, m in zip(member_logits, self.members, strict=True)], axis=0)
-        return self.add_lexical(texts, self._mean_log(member_logits)), emb, energy
+        return [first, *(m._logits(texts, ids, batch_size) for m in self.members[1:])], emb
 
     @staticmethod
     def _mean_log(member_logits: list[np.ndarray]) -> np.ndarray:
