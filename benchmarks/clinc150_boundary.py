@@ -109,6 +109,9 @@ def main() -> None:
                    help="train the classifier with the 100 oos_train queries as outliers (outlier_label=oos) and fit "
                         "the boundary's signal weights on oos_val (default); --no-outlier-exposure: neither "
                         "(results: clinc150_boundary-no-oe.json)")
+    p.add_argument("--extra-outliers", default=None, metavar="FILE",
+                   help="a JSON list of more outlier texts for outlier exposure, besides oos_train (the experiment of "
+                        "benchmarks/clinc150_generated_outliers.py)")
     p.add_argument("--val-oos-recall", type=float, default=0.95,
                    help="threshold: least OOS recall on oos_val (100 queries) the operating point must reach")
     p.add_argument("--k", type=int, default=10, help="k of the kNN distance")
@@ -135,11 +138,15 @@ def main() -> None:
         splits = {name: rows[:: args.limit] for name, rows in splits.items()}
     train_ds, val_ds, dropped = prepare(splits)
     fit_ds, overrides = train_ds, dict(kv.split("=", 1) for kv in args.set)
+    extra = json.loads(Path(args.extra_outliers).read_text()) if args.extra_outliers else []
+    if extra and not args.outlier_exposure:
+        raise SystemExit("--extra-outliers needs outlier exposure (drop --no-outlier-exposure)")
     if args.outlier_exposure:
         from tiergate.data import Dataset, Example
 
+        outliers = [t for t, _ in splits["oos_train"]] + [str(t) for t in extra]
         fit_ds = Dataset(list(train_ds.examples) + [Example(t, "oos", len(train_ds) + i + 1)
-                                                    for i, (t, _) in enumerate(splits["oos_train"])],
+                                                    for i, t in enumerate(outliers)],
                          "classification", path="clinc150/data_full.json#train+oos_train")
         overrides.setdefault("outlier_label", "oos")
     model_dir = Path(args.model)
@@ -260,6 +267,7 @@ def main() -> None:
         "published": PUBLISHED, "classifier": str(model_dir), "training": training,
         "boundary_fit_s": round(fit_s, 1), "router_artifact": args.router_out, "quantize": args.quantize,
         "outlier_exposure": args.outlier_exposure, "logistic_fitted_on": oos_fit,
+        "extra_outliers": {"file": args.extra_outliers, "n": len(extra)} if extra else None,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg": os.getloadavg()},
     }
     out = Path(args.results)
