@@ -12,7 +12,8 @@ every candidate whose cosine similarity to its nearest in-scope training query, 
 --max-similarity (those are mostly in-scope requests: "how many calories in a banana" -> calories). Writes a JSON
 list of texts (default benchmarks/models/clinc150-generated-outliers.json) and prints the filter's counts.
 
-Measured (2026-11-23, 2-core CPU): 2,304 generated in about 15 min, 2,207 kept at 0.7. Trained with them besides
+Measured (2026-11-23, 2-core CPU): 2,304 generated in about 15 min, 2,207 kept at 0.7. That set came from this
+recipe before its sampler was seeded (--seed now fixes the draw), so a rerun writes a different set of the same kind. Trained with them besides
 oos_train, the boundary got worse (results/clinc150_boundary-gen.json: test AUROC 0.983, strict in-scope accuracy
 93.2% at 92.0% OOS recall, against 0.985 and 94.2% at 90.4% with oos_train alone), so they are not used by default.
 """
