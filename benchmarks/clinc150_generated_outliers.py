@@ -30,6 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 def normalise(text: str) -> str:
@@ -68,10 +69,10 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "models" / "clinc150-generated-outliers.json"))
     args = p.parse_args()
-    root = next((c for c in (Path(args.data_dir), REPO / args.data_dir) if c.is_dir()), None)
-    if root is None:
-        raise SystemExit(f"data directory {args.data_dir!r} not found (pass --data-dir)")
-    splits = json.loads((root / "clinc150" / "data_full.json").read_text())
+    from _common import data_dir  # type: ignore[import-not-found]
+    from clinc150_boundary import load  # type: ignore[import-not-found]
+
+    splits = load(data_dir(args.data_dir))
 
     candidates = generate([t for t, _ in splits["oos_train"]], args.batches, args.batch_size, args.seed)
     held = {normalise(t) for s in ("val", "test", "oos_val", "oos_test") for t, _ in splits[s]}
