@@ -30,13 +30,6 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 
-def data_dir(arg: str) -> Path:
-    for candidate in (Path(arg), REPO / arg):
-        if candidate.is_dir():
-            return candidate.resolve()
-    raise SystemExit(f"data directory {arg!r} not found (pass --data-dir)")
-
-
 def splits(root: Path, val_fraction: float, seed: int) -> tuple[Any, Any, Any]:
     from tiergate.data import check_leakage, read_csv, remove_overlap, split_dataset
 
@@ -89,6 +82,7 @@ def main() -> None:
     args = p.parse_args()
 
     import numpy as np
+    from _common import data_dir  # type: ignore[import-not-found]
     from banking77_classifier import RECIPE  # type: ignore[import-not-found]
 
     from tiergate.routing.calibration import selective_curve, threshold_for_selective_accuracy

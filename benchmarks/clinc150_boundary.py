@@ -43,13 +43,6 @@ PUBLISHED = {"BERT oos-train": {"in_scope_accuracy": 0.969, "oos_recall": 0.403}
              "source": "Larson et al., EMNLP 2019, arXiv:1909.02027, Table 2 (data_full)"}
 
 
-def data_dir(arg: str) -> Path:
-    for candidate in (Path(arg), REPO / arg):
-        if candidate.is_dir():
-            return candidate.resolve()
-    raise SystemExit(f"data directory {arg!r} not found (pass --data-dir)")
-
-
 def load(root: Path) -> dict[str, list[tuple[str, str]]]:
     data = json.loads((root / "clinc150" / "data_full.json").read_text())
     return {split: [(t, lab) for t, lab in rows] for split, rows in data.items()}
@@ -128,6 +121,7 @@ def main() -> None:
         args.model = str(REPO / "benchmarks" / "models" / single)
 
     import numpy as np
+    from _common import data_dir  # type: ignore[import-not-found]
 
     from tiergate.routing.boundary import BoundaryFitOptions, Encoded, fit_boundary
     from tiergate.routing.evaluation import _auroc

@@ -46,13 +46,6 @@ RULES = [
 ]
 
 
-def data_dir(arg: str) -> Path:
-    for candidate in (Path(arg), REPO / arg):
-        if candidate.is_dir():
-            return candidate.resolve()
-    raise SystemExit(f"data directory {arg!r} not found (pass --data-dir)")
-
-
 def read_texts(path: Path) -> list[str]:
     with open(path, newline="") as f:
         return [row["text"] for row in csv.DictReader(f)]
@@ -105,6 +98,7 @@ def main() -> None:
     args = p.parse_args()
 
     import torch
+    from _common import data_dir  # type: ignore[import-not-found]
 
     from tiergate.routing.base import RouteRequest, RoutingContext
     from tiergate.routing.boundary import BoundaryFitOptions, BoundaryRouter, fit_boundary
