@@ -8,7 +8,8 @@
    leaves them out). The 3,000 in-scope validation queries calibrate its temperature. Or reuses the model in
    --model with --reuse.
 2. Fits the boundary on the training queries (kNN and Mahalanobis distances in the classifier's embedding space,
-   its calibrated max probability and energy), standardises on the in-scope validation queries; `combine=logistic`
+   its calibrated max probability and energy, and the nearest-neighbour distance under the bundled sentence
+   encoder, `sentence_knn`), standardises on the in-scope validation queries; `combine=logistic`
    learns signal weights from OOS queries the classifier did not train on (oos_val with outlier exposure, else
    oos_train) against in-scope validation.
 3. Picks every choice on validation data only (signal set, threshold: the smallest OOS escalation that still
@@ -108,6 +109,9 @@ def main() -> None:
     p.add_argument("--val-oos-recall", type=float, default=0.95,
                    help="threshold: least OOS recall on oos_val (100 queries) the operating point must reach")
     p.add_argument("--k", type=int, default=10, help="k of the kNN distance")
+    p.add_argument("--signals", default="knn,mahalanobis,msp,energy,sentence_knn",
+                   help="the signals the candidates are drawn from (comma-separated; results before sentence_knn "
+                        "existed: knn,mahalanobis,msp,energy)")
     p.add_argument("--limit", type=int, default=None, help="smoke runs: every 1 in N queries of each split")
     p.add_argument("--quantize", choices=["off", "on"], default="off",
                    help="int8 dynamic quantization of the classifier's encoder inside the boundary (lower latency; "
@@ -163,7 +167,7 @@ def main() -> None:
     val_texts = [t for t, _ in splits["val"]]
     # cache encodings: every candidate below reuses one forward pass per text
     t0 = time.perf_counter()
-    all_signals = ["knn", "mahalanobis", "msp", "energy"]
+    all_signals = [s.strip() for s in args.signals.split(",") if s.strip()]
     opts = BoundaryFitOptions(signals=all_signals, k=args.k, combine="zmean", quantize=args.quantize)
     model = fit_boundary(train_texts, val_texts, opts, train_labels=train_labels, classifier=str(model_dir))
     fit_s = time.perf_counter() - t0
@@ -196,7 +200,10 @@ def main() -> None:
 
     # signal weights learnt against OOS queries the classifier did not train on
     oos_fit = "oos_val" if args.outlier_exposure else "oos_train"
-    for combo in (["knn", "mahalanobis", "msp", "energy"], ["knn", "mahalanobis", "msp"], ["knn", "msp"]):
+    logistic_sets = [all_signals, ["knn", "mahalanobis", "msp", "energy"], ["knn", "mahalanobis", "msp"],
+                     ["knn", "msp"], ["energy", "sentence_knn"]]
+    for combo in [c for i, c in enumerate(logistic_sets)
+                  if set(c) <= set(all_signals) and c not in logistic_sets[:i]]:
         x = np.vstack([np.column_stack([z("val", s) for s in combo]), np.column_stack([z(oos_fit, s) for s in combo])])
         y = np.r_[np.zeros(len(sets["val"])), np.ones(len(sets[oos_fit]))]
         lr = LogisticRegression(class_weight="balanced", max_iter=2000).fit(x, y)
@@ -241,6 +248,8 @@ def main() -> None:
     # save the chosen boundary as a router artifact
     model.options = BoundaryFitOptions(signals=[s for s in all_signals if s in best["weights"]], k=args.k,
                                        combine=best["combine"], quantize=args.quantize)
+    if "sentence_knn" not in best["weights"]:
+        model.sentence_bank = None
     model.weights, model.bias, model.threshold = best["weights"], best["bias"], best["threshold"]
     model.stats = {s: model.stats[s] for s in best["weights"]}
     model.meta.update(chosen_on="validation", val=best["val"])
@@ -254,6 +263,7 @@ def main() -> None:
         "target_met": test["in_scope_accuracy"] >= 0.96 and test["oos_recall"] >= 0.90,
         "chosen": {k: best[k] for k in ("signals", "combine", "weights", "bias", "threshold", "val", "val_auroc")},
         "val_oos_recall_wanted": args.val_oos_recall,
+        "signals_considered": all_signals,
         "test_auroc_by_signal": {s: _auroc(sig["test"][s], sig["oos_test"][s]) for s in all_signals},
         "candidates_on_validation": [{k: c[k] for k in ("signals", "combine", "val", "val_auroc")} for c in candidates],
         "test_curve": curve,

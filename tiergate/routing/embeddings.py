@@ -21,7 +21,7 @@ import asyncio
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -103,7 +103,11 @@ class TorchWorker:
         return self._pool.submit(fn, *args).result()
 
     async def arun(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.wrap_future(self._pool.submit(fn, *args))
+        return await asyncio.wrap_future(self.submit(fn, *args))
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Start `fn` on the worker; the caller goes on (and collects the result from the future)."""
+        return self._pool.submit(fn, *args)
 
 
 class Embedder:
