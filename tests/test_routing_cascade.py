@@ -158,6 +158,12 @@ def test_cli_boundary_train_and_evaluate_and_cascade_calibrate(tmp_path, classif
                               "--classifier", str(classifier), "--out", str(out), "--set", "k=1",
                               "--set", "target_in_scope=1.0"])
     assert res.exit_code == 0, res.output
+    from tiergate.errors import ConfigError
+
+    bad = runner.invoke(cli, ["router", "train", "boundary", "--data", str(train), "--val", str(val),
+                              "--out", str(tmp_path / "bad"), "--set", "signals=[knn,nearest]", "--set", "k=0"])
+    assert isinstance(bad.exception, ConfigError)  # main() prints it as "error: ...", exit 2, no traceback
+    assert "signals.1" in bad.exception.message and "--set: k:" in bad.exception.message
     res = runner.invoke(cli, ["router", "boundary", "--router", str(out), "--data", str(labelled),
                               "--json", str(tmp_path / "b.json")])
     assert res.exit_code == 0, res.output

@@ -44,6 +44,18 @@ def _sets(items: list[str] | None) -> dict[str, Any]:
     return {k: yaml.safe_load(v) for k, v in _pairs(items, "--set").items()}
 
 
+def _options(cls: Any, items: list[str] | None) -> Any:
+    """A router's options from --set KEY=VALUE, a bad key or value named in a CLI error."""
+    from pydantic import ValidationError
+
+    from tiergate.config import format_validation_error
+
+    try:
+        return cls(**_sets(items))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, "--set")) from exc
+
+
 def _outcomes(path: str, costs: list[str] | None, prices: list[str] | None) -> Any:
     from tiergate.routing.outcomes import fill_costs, read_outcomes
 
@@ -126,19 +138,21 @@ def register(app: typer.Typer) -> None:
                 oc = _outcomes(outcomes, cost, price)
             else:
                 raise ConfigError("tiergate router train learned needs --outcomes FILE or --shadow-db URL")
-            model = train_learned_router(oc, LearnedTrainOptions(**_sets(sets)), small=small, large=large)
+            model = train_learned_router(oc, _options(LearnedTrainOptions, sets), small=small, large=large)
             model.save(out)
             cv = model.meta["cv"]
             typer.echo(f"{out}: learned router {model.small} -> {model.large}, threshold {model.threshold:.4f}, "
                        f"cross-validated AUC {model.meta['cv_auc']:.4f}")
             _measures(cv)
         elif kind == "boundary":
+            from tiergate.routing.boundary import BoundaryFitOptions
             from tiergate.routing.boundary_fit import fit_boundary_from_files
 
             if data is None or val is None:
                 raise ConfigError("tiergate router train boundary needs --data FILE and --val FILE")
             model = fit_boundary_from_files(data, val, classifier=classifier, oos=oos, oos_label=oos_label,
-                                            options=_sets(sets), text_column=text_column, label_column=label_column)
+                                            options=_options(BoundaryFitOptions, sets).model_dump(),
+                                            text_column=text_column, label_column=label_column)
             model.save(out)
             typer.echo(f"{out}: boundary on {model.meta['train_n']} training texts, threshold "
                        f"{model.threshold:.4f} (keeps {model.meta['val_in_scope_kept']:.1%} of in-scope validation)")
