@@ -20,8 +20,8 @@ Signals, each oriented so that higher means further from the training data:
   mean), classifier mode only;
 - `sentence_knn`: 1 - cosine similarity to the `sentence_k`-th nearest training example under the general
   sentence encoder (`embed_model`). Beside a classifier it is a second view that fine-tuning did not shape: on
-  CLINC150 it lifts the combined test AUROC from 0.985 to 0.988 (benchmarks/clinc150_boundary.py). Without a
-  classifier it is `knn` with its own k.
+  CLINC150 it lifts one model's combined test AUROC from 0.985 to 0.987 (benchmarks/clinc150_boundary.py).
+  Without a classifier it is `knn` with its own k.
 Embeddings come from the fine-tuned classifier's encoder when a classifier directory is given (its own view of
 the data), else from a sentence-transformers model (the bundled MiniLM). Signals are standardised on
 in-scope validation data and averaged (`combine: zmean`), or weighted by a logistic regression when examples
@@ -169,14 +169,13 @@ class BoundaryModel:
     def encoder(self, device: str = "cpu") -> Any:
         if self._encoder is None:
             q = self.options.quantize
-            emb = shared_embedder(self.options.embed_model, device, quantize=q != "off")
             if self.classifier is None:
+                emb = shared_embedder(self.options.embed_model, device, quantize=q != "off")
                 self._encoder = lambda texts, _bs: _with_sentence(Encoded(emb.encode(texts)))
-            elif "sentence_knn" in self.options.signals:
-                clf = _ClassifierEncoder(self.classifier, device, quantize=q == "on")
-                self._encoder = _TwoViewEncoder(clf, emb)
             else:
-                self._encoder = _ClassifierEncoder(self.classifier, device, quantize=q == "on")
+                clf = _ClassifierEncoder(self.classifier, device, quantize=q == "on")
+                self._encoder = clf if "sentence_knn" not in self.options.signals else _TwoViewEncoder(
+                    clf, shared_embedder(self.options.embed_model, device, quantize=q != "off"))
         return self._encoder
 
     def encode(self, texts: list[str]) -> Encoded:
