@@ -248,8 +248,6 @@ def main() -> None:
     # save the chosen boundary as a router artifact
     model.options = BoundaryFitOptions(signals=[s for s in all_signals if s in best["weights"]], k=args.k,
                                        combine=best["combine"], quantize=args.quantize)
-    if "sentence_knn" not in best["weights"]:
-        model.sentence_bank = None
     model.weights, model.bias, model.threshold = best["weights"], best["bias"], best["threshold"]
     model.stats = {s: model.stats[s] for s in best["weights"]}
     model.meta.update(chosen_on="validation", val=best["val"])

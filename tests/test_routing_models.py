@@ -88,6 +88,8 @@ def test_boundary_beside_a_classifier_reads_the_sentence_encoder_too(tmp_path, c
     again = BoundaryModel.load(model.save(tmp_path / "b"))
     assert np.allclose(again.score(OOS), model.score(OOS), atol=1e-5)
     assert again.sentence_bank is not None and again.labels() == model.labels()
+    model.options = model.options.model_copy(update={"signals": ["energy"]})  # a boundary that drops the signal
+    assert BoundaryModel.load(model.save(tmp_path / "energy")).sentence_bank is None  # does not store its bank
 
 
 def test_boundary_over_an_ensemble_reads_the_ensembles_logits_and_its_members_energy(tmp_path):

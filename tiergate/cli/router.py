@@ -151,7 +151,7 @@ def register(app: typer.Typer) -> None:
             if data is None or val is None:
                 raise ConfigError("tiergate router train boundary needs --data FILE and --val FILE")
             model = fit_boundary_from_files(data, val, classifier=classifier, oos=oos, oos_label=oos_label,
-                                            options=_options(BoundaryFitOptions, sets).model_dump(),
+                                            options=_options(BoundaryFitOptions, sets),
                                             text_column=text_column, label_column=label_column)
             model.save(out)
             typer.echo(f"{out}: boundary on {model.meta['train_n']} training texts, threshold "

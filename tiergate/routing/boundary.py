@@ -265,7 +265,7 @@ class BoundaryModel:
         arrays = {"bank": self.bank}
         if self.class_means is not None and self.whitener is not None:
             arrays.update(class_means=self.class_means, whitener=self.whitener)
-        if self.sentence_bank is not None:
+        if self.sentence_bank is not None and "sentence_knn" in self.options.signals:
             arrays["sentence_bank"] = self.sentence_bank
         np.savez(d / "arrays.npz", **arrays)  # type: ignore[arg-type]
         classifier = None

@@ -8,11 +8,14 @@ trained classifier and labelled validation data.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tiergate.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tiergate.routing.boundary import BoundaryFitOptions
 
 
 def _read(path: str, text_column: str | None, label_column: str | None) -> Any:
@@ -28,7 +31,7 @@ def classifier_data_hash(classifier: str) -> str | None:
 
 
 def fit_boundary_from_files(data: str, val: str, *, classifier: str | None = None, oos: str | None = None,
-                            oos_label: str = "oos", options: dict[str, Any] | None = None,
+                            oos_label: str = "oos", options: BoundaryFitOptions | None = None,
                             text_column: str | None = None, label_column: str | None = None,
                             device: str = "cpu") -> Any:
     """Fit a boundary on a training file; rows of `val` labelled `oos_label` (and `oos`) are out-of-scope
@@ -44,7 +47,7 @@ def fit_boundary_from_files(data: str, val: str, *, classifier: str | None = Non
     if oos is not None:
         oos_ds = _read(oos, text_column, label_column)
         oos_texts += oos_ds.texts
-    opts = BoundaryFitOptions(**(options or {}))
+    opts = options or BoundaryFitOptions()
     model = fit_boundary([t for t, _ in train], val_in, opts, train_labels=[lab for _, lab in train],
                          classifier=classifier, oos_texts=oos_texts if opts.combine == "logistic" else None,
                          device=device)
