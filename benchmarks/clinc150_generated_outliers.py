@@ -88,13 +88,10 @@ def main() -> None:
         seen.add(key)
         fresh.append(text)
 
-    from sentence_transformers import SentenceTransformer
+    from tiergate.routing.embeddings import shared_embedder
 
-    from tiergate import bundled
-
-    encoder = SentenceTransformer(bundled.encoder_path(), device="cpu")
-    train = encoder.encode([t for t, _ in splits["train"]], batch_size=256, normalize_embeddings=True)
-    nearest = (encoder.encode(fresh, batch_size=256, normalize_embeddings=True) @ train.T).max(1)
+    encoder = shared_embedder()  # the bundled MiniLM, L2-normalised
+    nearest = (encoder.encode(fresh) @ encoder.encode([t for t, _ in splits["train"]]).T).max(1)
     kept = [t for t, s in zip(fresh, nearest, strict=True) if s <= args.max_similarity]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(kept, indent=0) + "\n")
