@@ -149,6 +149,58 @@ def test_weight_average_r_drop_and_frozen_embeddings_train_and_resume_exactly(tm
             get_trainer("classifier").make_config(bad)
 
 
+def test_supervised_contrastive_loss_rewards_tight_label_clusters() -> None:
+    from tiergate.train.classifier import supervised_contrastive_loss
+
+    axes = torch.eye(4)
+    labels = torch.tensor([0, 0, 1, 1])
+    tight = supervised_contrastive_loss(torch.stack([axes[0], axes[0], axes[1], axes[1]]), labels, 0.1)
+    mixed = supervised_contrastive_loss(torch.stack([axes[0], axes[1], axes[0], axes[1]]), labels, 0.1)
+    assert tight.item() < 0.01 < 5.0 < mixed.item()
+    # rows whose label no other row shares (outliers) anchor nothing
+    alone = supervised_contrastive_loss(torch.randn(3, 4, requires_grad=True), torch.tensor([0, -1, -2]), 0.1)
+    assert alone.item() == 0.0 and alone.requires_grad
+
+
+def _cluster_gap(model_dir: Path, ds: Dataset) -> float:
+    """Mean cosine between sentence vectors of the same label less that between different labels."""
+    import numpy as np
+
+    from tiergate.train.classifier_model import ClassifierPredictor
+
+    predictor = ClassifierPredictor.load(model_dir, "cpu")
+    emb = predictor.logits_and_embeddings(ds.texts, predictor.tokenize(ds.texts), 16)[1]
+    emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    sims, labels = emb @ emb.T, np.array(ds.outputs)
+    same = (labels[:, None] == labels[None, :]) & ~np.eye(len(labels), dtype=bool)
+    return float(sims[same].mean() - sims[labels[:, None] != labels[None, :]].mean())
+
+
+def test_contrastive_training_tightens_label_clusters_and_resumes_exactly(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from tiergate.train.classifier import ClassifierTrainer
+
+    config = {**FAST, "max_steps": 6, "batch_size": 6, "learning_rate": 5e-4, "checkpoint_every": 2,
+              "contrastive_weight": 1.0}
+    ds = dataset(6)
+    contrastive = ClassifierTrainer().train(ds, None, tmp_path / "a", get_trainer("classifier").make_config(config))
+    plain = ClassifierTrainer().train(ds, None, tmp_path / "p", get_trainer("classifier").make_config(
+        {**config, "contrastive_weight": 0.0}))
+    held_out = dataset(2, offset=6)
+    assert _cluster_gap(contrastive.path, held_out) > _cluster_gap(plain.path, held_out) + 0.05
+
+    cfg = get_trainer("classifier").make_config({**config, "clean_checkpoints": False})
+    interrupt_at_step_3(ds, tmp_path / "b", cfg)
+    resumed = ClassifierTrainer().train(ds, None, tmp_path / "b", cfg)
+    a, b = load_file(str(contrastive.path / "head.safetensors")), load_file(str(resumed.path / "head.safetensors"))
+    assert (a["weight"] - b["weight"]).abs().max().item() < 1e-5  # the partners are drawn again the same way
+    for bad in ({"contrastive_weight": -1}, {"contrastive_temperature": 0},
+                {"contrastive_weight": 1.0, "rdrop_alpha": 1.0}):
+        with pytest.raises(ConfigError):
+            get_trainer("classifier").make_config(bad)
+
+
 OUTLIERS = ["what is the capital of france", "tell me a joke about cats", "how tall is mount everest",
             "play some jazz music", "what will the weather be tomorrow", "translate hello into spanish",
             "who won the world cup", "set an alarm for seven"]

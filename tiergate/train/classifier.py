@@ -74,6 +74,24 @@ def score_logits(logits: np.ndarray, gold: list[int], temperature: float) -> dic
     return out
 
 
+def supervised_contrastive_loss(emb: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020, the L_out form): for each row that has another row of its
+    label, minus the mean log-probability of those rows among every other row of the batch, by cosine similarity
+    over `temperature`. Rows with a label of their own (outliers) are only negatives."""
+    z = torch.nn.functional.normalize(emb, dim=-1)
+    sims = (z @ z.T) / temperature
+    self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    sims = sims.masked_fill(self_mask, float("-inf"))
+    log_prob = sims - torch.logsumexp(sims, dim=1, keepdim=True)
+    positive = (labels[:, None] == labels[None, :]) & ~self_mask
+    count = positive.sum(1)
+    anchors = count > 0
+    if not anchors.any():
+        return emb.sum() * 0.0
+    mean_pos = log_prob.masked_fill(~positive, 0.0).sum(1)[anchors] / count[anchors]
+    return -mean_pos.mean()
+
+
 def calibrate(logits: np.ndarray, eval_y: list[int], lexical_logp: np.ndarray | None = None,
               lexical_weight: float | None = None) -> tuple[float, float, dict[str, Any], dict[str, Any]]:
     """Fit a temperature on validation logits, and with a lexical vote (`lexical_logp`) its weight too unless
@@ -195,13 +213,24 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
                 loss = loss + config.outlier_weight * (torch.logsumexp(rest, -1) - rest.mean(-1)).mean()
             return loss  # type: ignore[no-any-return]
 
+        by_label = [np.flatnonzero(train_y.numpy() == c) for c in range(len(labels))]
+
         def batch_loss(batch: list[int]) -> torch.Tensor:
+            if config.contrastive_weight > 0:  # a partner of the same label for each row (a pure function of the batch)
+                pick = np.random.default_rng([config.seed, 1, *batch])
+                batch = batch + [int(pick.choice(by_label[int(train_y[i])])) for i in batch]
             rows = [train_ids[i] for i in batch]
             if outlier_ids:  # a pure function of the batch, so a resumed run draws the same outliers
                 draw = np.random.default_rng([config.seed, *batch]).integers(len(outlier_ids), size=config.outlier_batch)
                 rows += [outlier_ids[j] for j in draw]
             input_ids, mask = pad_batch(rows, pad_id)
             gold = train_y[batch].to(device)
+            if config.contrastive_weight > 0:
+                emb = model.embed(input_ids.to(device), mask.to(device))
+                ids = torch.cat([gold, -1 - torch.arange(len(rows) - len(batch), device=device)])
+                return (loss_of(model.head(model.dropout(emb)), gold)
+                        + config.contrastive_weight
+                        * supervised_contrastive_loss(emb, ids, config.contrastive_temperature))
             if config.rdrop_alpha <= 0:
                 return loss_of(model(input_ids.to(device), mask.to(device)), gold)
             # R-Drop: the batch twice through dropout; the loss on both and a symmetric KL between them

@@ -18,6 +18,13 @@ class ClassifierConfig(EncoderTrainConfig):
     rdrop_alpha: float = opt(0.0, "R-Drop: each batch passes twice through dropout and this weight times the "
                                   "symmetric KL between the two predictions joins the loss (0 = off; twice the "
                                   "compute per step)")
+    contrastive_weight: float = opt(0.0, "supervised contrastive loss (Khosla et al. 2020) on the normalised sentence "
+                                         "vectors, this weight beside the cross-entropy: each batch row gets a "
+                                         "partner of its label drawn from the training data, outliers are "
+                                         "negatives to every row; tighter label clusters, so distance-based "
+                                         "out-of-scope signals separate better (0 = off; about 1.8 times the "
+                                         "compute per step)")
+    contrastive_temperature: float = opt(0.1, "temperature of the supervised contrastive loss")
     knn_weight: float = opt(0.0, "blend in a kNN vote over training embeddings with this weight (0 = off)")
     knn_k: int = opt(10, "neighbours in the kNN vote")
     lexical: bool = opt(True, "blend in a lexical vote (TF-IDF word 1-2-grams and character 1-4-grams into a logistic "
@@ -49,6 +56,12 @@ class ClassifierConfig(EncoderTrainConfig):
             raise ValueError("lexical_c must be positive")
         if self.rdrop_alpha < 0:
             raise ValueError("rdrop_alpha must be >= 0")
+        if self.contrastive_weight < 0:
+            raise ValueError("contrastive_weight must be >= 0")
+        if self.contrastive_temperature <= 0:
+            raise ValueError("contrastive_temperature must be positive")
+        if self.contrastive_weight > 0 and self.rdrop_alpha > 0:
+            raise ValueError("contrastive_weight and rdrop_alpha cannot be combined (set one of them to 0)")
         if self.outlier_weight < 0:
             raise ValueError("outlier_weight must be >= 0")
         if self.outlier_batch < 1:
