@@ -19,6 +19,7 @@ from tiergate.data import (
     read_csv,
     read_dataset,
     read_jsonl,
+    read_texts,
     remove_overlap,
     scrub_dataset,
     scrub_text,
@@ -84,6 +85,29 @@ def test_one_class_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="at least two classes") as err:
         read_csv(path, task="classification")
     assert str(path) in str(err.value)
+
+
+def test_read_texts_needs_no_labels(tmp_path: Path) -> None:
+    """Examples of out-of-scope requests: one class, or none at all, is what such a file holds."""
+    (tmp_path / "oos.csv").write_text("text,label\nwrite a poem,oos\n,\nwho won the cup,oos\n")
+    (tmp_path / "only.csv").write_text("query\nwrite a poem\n")
+    (tmp_path / "oos.jsonl").write_text('{"input": "write a poem"}\n\n'
+                                        '{"input": [{"role": "system", "content": "be brief"}, '
+                                        '{"role": "user", "content": "who won the cup"}], "output": "oos"}\n'
+                                        '{"messages": [{"role": "user", "content": "tell a joke"}]}\n')
+    (tmp_path / "oos.txt").write_text("write a poem\n\nwho won the cup\n")
+    assert read_texts(tmp_path / "oos.csv") == ["write a poem", "who won the cup"]
+    assert read_texts(tmp_path / "only.csv") == ["write a poem"]
+    assert read_texts(tmp_path / "oos.jsonl") == ["write a poem", "who won the cup", "tell a joke"]
+    assert read_texts(tmp_path / "oos.txt") == ["write a poem", "who won the cup"]
+    (tmp_path / "bad.jsonl").write_text('{"input": "fine"}\n{"prompt": "no input"}\n')
+    (tmp_path / "empty.txt").write_text("\n\n")
+    for name, message in (("bad.jsonl", "bad.jsonl:2: want an object"), ("empty.txt", "no texts"), ("missing.csv", "file not found"),
+                          ("oos.parquet", "unknown format")):
+        with pytest.raises(DataError, match=message):
+            read_texts(tmp_path / name)
+    with pytest.raises(DataError, match="no text column 'body'"):
+        read_texts(tmp_path / "oos.csv", text_column="body")
 
 
 def test_csv_empty_label_names_line(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from tiergate.routing.calibration import (
     selective_curve,
     threshold_for_keep_share,
     threshold_for_quality,
+    threshold_for_recall,
     threshold_for_selective_accuracy,
     threshold_for_share,
     upper_hull,
@@ -131,6 +132,25 @@ def test_threshold_for_share_hits_the_share_on_the_data_and_held_out():
         assert abs(np.mean(test > t) - share) <= 0.03  # ~4 binomial standard errors at n=5000
     coarse = np.repeat([0.1, 0.2, 0.3], [50, 30, 20])  # ties: the nearest reachable share
     assert np.mean(coarse > threshold_for_share(coarse, 0.45)) == 0.5
+
+
+def test_threshold_for_recall_is_the_least_escalation_reaching_the_recall():
+    scores = np.arange(1, 101, dtype=float)  # 100 out-of-scope examples
+    for recall, escalated in ((0.95, 95), (0.955, 96), (0.5, 50), (1.0, 100), (0.001, 1)):
+        assert np.sum(scores > threshold_for_recall(scores, recall)) == escalated
+    tied = np.array([3.0, 3.0, 3.0, 1.0])  # ties escalate together: at least the recall, never less
+    assert np.mean(tied > threshold_for_recall(tied, 0.5)) == 0.75
+    rng = np.random.default_rng(2)
+    val, test = rng.normal(size=100), rng.normal(size=20000)
+    # 100 examples pin the recall only loosely: held out, it lands within the Wilson interval of the estimate
+    from tiergate.evaluate.metrics import wilson_interval
+
+    t = threshold_for_recall(val, 0.9)
+    lo, hi = wilson_interval(int(np.sum(val > t)), 100, 0.975)
+    assert lo <= np.mean(test > t) <= hi
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError):
+            threshold_for_recall(scores, bad)
 
 
 def test_threshold_for_quality_floor():

@@ -169,6 +169,16 @@ def test_cli_boundary_train_and_evaluate_and_cascade_calibrate(tmp_path, classif
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "b.json").read_text())
     assert report["oos_n"] == len(OOS) and 0 <= report["oos_recall"] <= 1 and report["curve"]
+    for key in ("oos_recall", "in_scope_kept", "in_scope_accuracy"):
+        lo, hi = report[f"{key}_ci95"]
+        assert lo <= report[key] <= hi and hi - lo > 0.05
+    oos = write(tmp_path / "oos.csv", [(t, "oos") for t in OOS])
+    res = runner.invoke(cli, ["router", "train", "boundary", "--data", str(train), "--val", str(val),
+                              "--classifier", str(classifier), "--oos", str(oos), "--out", str(tmp_path / "r"),
+                              "--set", "target_oos_recall=0.9"])
+    assert res.exit_code == 0, res.output
+    assert "escalates 91.7% of the 12 out-of-scope examples (95% interval" in res.output
+    assert "fitted on them" in res.output
     res = runner.invoke(cli, ["router", "calibrate", "--classifier", str(classifier), "--data", str(val),
                               "--keep-share", "0.67", "--out", str(tmp_path / "cascade.json")])
     assert res.exit_code == 0, res.output

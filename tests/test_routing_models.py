@@ -49,6 +49,30 @@ def test_boundary_embedding_mode_scores_out_of_scope_higher(tmp_path):
     assert asyncio.run(decide(with_small, req("refund the purchase"))).reason == "boundary:in_scope"
 
 
+def test_boundary_threshold_for_an_out_of_scope_recall_and_what_its_examples_say():
+    from tiergate.errors import ConfigError
+    from tiergate.routing.boundary import BoundaryFitOptions, fit_boundary
+
+    train = [t for rows in INTENTS.values() for t in rows[:7]]
+    val = [t for rows in INTENTS.values() for t in rows[7:]]
+    by_recall = fit_boundary(train, val, BoundaryFitOptions(signals=["knn"], k=1, target_oos_recall=0.75),
+                             oos_texts=OOS)
+    escalated = by_recall.score(OOS) > by_recall.threshold
+    assert escalated.sum() == 9  # ceil(0.75 * 12): the least escalation reaching the recall
+    meta = by_recall.meta
+    assert meta["oos_n"] == 12 and meta["oos_recall"] == 0.75 and meta["oos_recall_in_sample"]
+    lo, hi = meta["oos_recall_ci95"]
+    assert lo < 0.75 < hi and hi - lo > 0.3  # twelve examples say little
+    assert meta["val_in_scope_kept"] == np.mean(by_recall.score(val) <= by_recall.threshold)
+    # a threshold set on in-scope data: the out-of-scope examples are a held-out check of it
+    by_share = fit_boundary(train, val, BoundaryFitOptions(signals=["knn"], k=1, target_in_scope=1.0),
+                            oos_texts=OOS)
+    assert not by_share.meta["oos_recall_in_sample"]
+    assert by_share.meta["oos_recall"] == np.mean(by_share.score(OOS) > by_share.threshold)
+    with pytest.raises(ConfigError, match="target_oos_recall needs"):
+        fit_boundary(train, val, BoundaryFitOptions(signals=["knn"], target_oos_recall=0.9))
+
+
 def test_boundary_classifier_mode_uses_its_embedding_and_confidence(tmp_path, classifier):
     from tiergate.routing.boundary import BoundaryFitOptions, fit_boundary
     from tiergate.routing.evaluation import boundary_report

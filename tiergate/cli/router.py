@@ -114,7 +114,7 @@ def register(app: typer.Typer) -> None:
         data: Annotated[str | None, typer.Option("--data", help="the small model's training data (boundary)")] = None,
         val: Annotated[str | None, typer.Option("--val", help="in-scope validation data (boundary)")] = None,
         classifier: Annotated[str | None, typer.Option(help="trained classifier dir (boundary)")] = None,
-        oos: Annotated[str | None, typer.Option("--oos", help="out-of-scope examples (boundary, combine=logistic)")] = None,
+        oos: Annotated[str | None, typer.Option("--oos", help="examples of out-of-scope requests, texts only: .csv/.tsv (text column), .jsonl (input) or .txt (one a line); boundary: combine=logistic, target_oos_recall, and the recall they get")] = None,
         oos_label: Annotated[str, typer.Option(help="label of out-of-scope rows in --val / --oos")] = "oos",
         sets: Sets = None, cost: Costs = None, price: Prices = None,
         text_column: TextCol = None, label_column: LabelCol = None,
@@ -154,8 +154,16 @@ def register(app: typer.Typer) -> None:
                                             options=_options(BoundaryFitOptions, sets),
                                             text_column=text_column, label_column=label_column)
             model.save(out)
-            typer.echo(f"{out}: boundary on {model.meta['train_n']} training texts, threshold "
-                       f"{model.threshold:.4f} (keeps {model.meta['val_in_scope_kept']:.1%} of in-scope validation)")
+            meta = model.meta
+            typer.echo(f"{out}: boundary on {meta['train_n']} training texts, threshold {model.threshold:.4f} "
+                       f"(keeps {meta['val_in_scope_kept']:.1%} of {meta['val_n']} in-scope validation texts)")
+            if "oos_recall" in meta:
+                lo, hi = meta["oos_recall_ci95"]
+                typer.echo(f"escalates {meta['oos_recall']:.1%} of the {meta['oos_n']} out-of-scope examples (95% "
+                           f"interval {lo:.1%}-{hi:.1%})"
+                           + ("; the boundary was fitted on them, so expect less on new out-of-scope traffic: check "
+                              "it with `tiergate router boundary` on held-out examples"
+                              if meta["oos_recall_in_sample"] else ""))
         else:
             raise ConfigError(f"router kind {kind!r} is not trained (trainable: learned, boundary)")
 

@@ -14,13 +14,21 @@ come from the input) and `generation` (free text). Bad files raise `DataError` n
 
 from tiergate.data.dataset import TASKS, Dataset, Example, Task, infer_task, input_text
 from tiergate.data.export import ExportSummary, export_traffic
-from tiergate.data.io import load_hf_dataset, read_csv, read_dataset, read_jsonl, write_csv, write_jsonl
+from tiergate.data.io import (
+    load_hf_dataset,
+    read_csv,
+    read_dataset,
+    read_jsonl,
+    read_texts,
+    write_csv,
+    write_jsonl,
+)
 from tiergate.data.pii import scrub_dataset, scrub_text
 from tiergate.data.split import Splits, check_leakage, remove_overlap, split_dataset
 
 __all__ = [
     "TASKS", "Dataset", "Example", "Task", "infer_task", "input_text",
     "ExportSummary", "export_traffic",
-    "load_hf_dataset", "read_csv", "read_dataset", "read_jsonl", "write_csv", "write_jsonl",
+    "load_hf_dataset", "read_csv", "read_dataset", "read_jsonl", "read_texts", "write_csv", "write_jsonl",
     "scrub_dataset", "scrub_text", "Splits", "check_leakage", "remove_overlap", "split_dataset",
 ]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tiergate.data.dataset import Dataset, Example, Task, coerce_output, infer_task
+from tiergate.data.dataset import Dataset, Example, Task, coerce_output, infer_task, input_text
 from tiergate.errors import DataError
 
 TEXT_COLUMNS = ("text", "input", "query", "utterance", "sentence", "prompt")
@@ -135,6 +135,53 @@ def read_dataset(path: str | os.PathLike[str], *, task: Task | None = None, text
     if suffix in (".jsonl", ".json", ".ndjson"):
         return read_jsonl(path, task=task)
     raise DataError("unknown dataset format (want .csv, .tsv or .jsonl)", path=str(path))
+
+
+def read_texts(path: str | os.PathLike[str], *, text_column: str | None = None) -> list[str]:
+    """The input texts of a file whose rows need no output, such as examples of out-of-scope requests: a CSV or
+    TSV text column (other columns are ignored), JSONL lines with `input` (a text or messages; `output` is
+    ignored when present) or `messages`, or a .txt file with one text a line. Blank rows are skipped."""
+    p, suffix = str(path), Path(path).suffix.lower()
+    texts: list[str] = []
+    try:
+        if suffix in (".csv", ".tsv"):
+            with open(p, newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
+                if not reader.fieldnames:
+                    raise DataError("empty file (no header row)", path=p)
+                tcol = _pick(reader.fieldnames, text_column, TEXT_COLUMNS, "text", p)
+                texts = [str(row.get(tcol) or "") for row in reader]
+        elif suffix in (".jsonl", ".json", ".ndjson"):
+            with open(p, encoding="utf-8") as f:
+                for line_no, raw in enumerate(f, start=1):
+                    if not raw.strip():
+                        continue
+                    try:
+                        obj = json.loads(raw)
+                    except json.JSONDecodeError as exc:
+                        raise DataError(f"malformed JSON ({exc.msg} at column {exc.colno})", path=p,
+                                        line=line_no) from exc
+                    value = obj.get("input", obj.get("messages")) if isinstance(obj, dict) else None
+                    if not isinstance(value, str | list):
+                        raise DataError('want an object with "input" (text or messages) or "messages"', path=p,
+                                        line=line_no)
+                    texts.append(input_text(_check_messages(value, p, line_no) if isinstance(value, list)
+                                            else value))
+        elif suffix == ".txt":
+            with open(p, encoding="utf-8") as f:
+                texts = f.read().splitlines()
+        else:
+            raise DataError("unknown format (want .csv, .tsv, .jsonl or .txt)", path=p)
+    except FileNotFoundError:
+        raise DataError("file not found", path=p) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 text ({exc.reason})", path=p) from exc
+    except csv.Error as exc:
+        raise DataError(f"not valid CSV ({exc})", path=p) from exc
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise DataError("no texts (empty file)", path=p)
+    return texts
 
 
 def write_jsonl(dataset: Dataset, path: str | os.PathLike[str]) -> Path:

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from tiergate.evaluate.metrics import wilson_interval
 from tiergate.monitor.drift import EmbeddingReference, confidence_drift_pvalue, label_drift_pvalue
-from tiergate.rollout.gates import wilson_interval
 
 
 @dataclass(frozen=True)

@@ -18,27 +18,14 @@ must be within its limit to advance and rolls back above it.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass
-from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score bounds of a binomial proportion, each a one-sided bound at `confidence`:
-    P(true rate < lower) <= 1 - confidence, and likewise above `upper`. (0, 1) when n is 0."""
-    if n <= 0:
-        return 0.0, 1.0
-    z = NormalDist().inv_cdf(confidence)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+from tiergate.evaluate.metrics import wilson_interval
 
 
 class GateConfig(BaseModel):

