@@ -184,3 +184,21 @@ def test_cli_boundary_train_and_evaluate_and_cascade_calibrate(tmp_path, classif
     assert res.exit_code == 0, res.output
     cal = json.loads((tmp_path / "cascade.json").read_text())
     assert abs(cal["validation"]["kept_share"] - 0.67) < 0.12 and 0 < cal["threshold"] < 1
+
+
+def test_cli_warnings_are_warning_lines_not_python_echoes(tmp_path, classifier, monkeypatch, capsys):
+    import sys
+
+    from tiergate.cli import main
+
+    rows = [(t, k) for k, texts in INTENTS.items() for t in texts[:7]]
+    (tmp_path / "train.csv").write_text("text,label\n" + "".join(f"{t},{k}\n" for t, k in rows[1:]))
+    (tmp_path / "val.csv").write_text("text,label\n" + "".join(f"{t},{k}\n" for k, texts in INTENTS.items()
+                                                                for t in texts[7:]))
+    monkeypatch.setattr(sys, "argv", ["tiergate", "router", "train", "boundary", "--data", str(tmp_path / "train.csv"),
+                                      "--val", str(tmp_path / "val.csv"), "--classifier", str(classifier),
+                                      "--out", str(tmp_path / "b"), "--set", "k=1"])
+    main()
+    err = capsys.readouterr().err
+    assert f"warning: {tmp_path / 'train.csv'} is not the data {classifier} was trained on" in err, err
+    assert "UserWarning" not in err and "router.py" not in err

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
+from typing import TextIO
 
 import typer
 
@@ -40,7 +42,14 @@ def build_app() -> typer.Typer:
     return app
 
 
+def show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: TextIO | None = None, line: str | None = None) -> None:
+    """Warnings in the command's own voice: a `warning: ...` line on stderr, not Python's file:line echo."""
+    typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+
+
 def main() -> None:
+    warnings.showwarning = show_warning
     app = build_app()
     try:
         app(standalone_mode=False)
