@@ -98,6 +98,9 @@ def main() -> None:
     p.add_argument("--reuse", action="store_true", help="reuse the classifier in --model when there is one")
     p.add_argument("--tag", default="", help="suffix for the result file name (recipe experiments)")
     p.add_argument("--train-only", action="store_true", help="stop after training the classifier")
+    p.add_argument("--combine", default=None, metavar="DIR,DIR,...",
+                   help="instead of training: serve these trained classifiers as one ensemble in --model "
+                        "(tiergate.train.classifier.combine_classifiers, temperature fitted on the validation set)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="classifier recipe override")
     p.add_argument("--outlier-exposure", action=argparse.BooleanOptionalAction, default=True,
                    help="train the classifier with the 100 oos_train queries as outliers (outlier_label=oos) and fit "
@@ -149,7 +152,17 @@ def main() -> None:
         overrides.setdefault("outlier_label", "oos")
     model_dir = Path(args.model)
     training: dict[str, Any] = {"reused": True}
-    if not (args.reuse and is_model_dir(model_dir)):
+    if args.combine and not (args.reuse and is_model_dir(model_dir)):
+        from tiergate.train.classifier import combine_classifiers
+
+        t0 = time.perf_counter()
+        combined = combine_classifiers(args.combine.split(","), val_ds, model_dir)
+        training = {"combined": args.combine.split(","), "combine_wall_s": round(time.perf_counter() - t0, 1),
+                    "validation_accuracy": combined.metrics.get("accuracy"),
+                    "temperature": combined.metrics.get("temperature"),
+                    "members": [{k: m[k] for k in ("dir", "accuracy")} for m in combined.metrics["members"]]}
+        print(json.dumps(training), flush=True)
+    elif not (args.reuse and is_model_dir(model_dir)):
         training = train_classifier(fit_ds, val_ds, model_dir, overrides)
         print(json.dumps(training), flush=True)
     else:  # what the reused model's own run recorded

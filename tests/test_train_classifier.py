@@ -413,6 +413,38 @@ def test_ensemble_averages_its_members_and_resumes(tmp_path: Path) -> None:
     assert result.content in PHRASES and 0 < result.confidence <= 1
 
 
+def test_classifiers_trained_apart_combine_into_one_ensemble(tmp_path: Path) -> None:
+    """combine_classifiers: two models trained with other options serve their mean probability under one
+    temperature fitted on the validation data; the ensemble refers to them by relative path."""
+    import numpy as np
+
+    from tiergate.train.calibration import softmax
+    from tiergate.train.classifier import combine_classifiers
+    from tiergate.train.classifier_model import ClassifierPredictor, EnsemblePredictor
+
+    trainer = get_trainer("classifier")
+    plain = trainer.train(dataset(6), None, tmp_path / "zoo" / "plain", trainer.make_config({**FAST, "max_steps": 4,
+                                                                                          "lexical": False}))
+    other = trainer.train(dataset(6), None, tmp_path / "zoo" / "contrastive", trainer.make_config(
+        {**FAST, "max_steps": 4, "lexical": False, "seed": 3, "contrastive_weight": 1.0}))
+    val = dataset(2, offset=6)
+    model = combine_classifiers([plain.path, other.path], val, tmp_path / "served" / "both", device="cpu")
+    info = json.loads((model.path / "ensemble.json").read_text())
+    assert info["members"] == ["../../zoo/plain", "../../zoo/contrastive"] and info["temperature"] > 0
+    assert [m["config"]["contrastive_weight"] for m in model.metrics["members"]] == [0.0, 1.0]
+    assert model.manifest["config"]["members"] == 2 and model.metrics["eval_examples"] == len(val)
+
+    ens = ClassifierPredictor.load(model.path, device="cpu")
+    assert isinstance(ens, EnsemblePredictor)
+    texts = dataset(8).texts
+    mean = np.mean([softmax(ClassifierPredictor.load(m.path, "cpu").logits(texts), 1.0) for m in (plain, other)], 0)
+    assert np.allclose(ens.predict_proba(texts), softmax(np.log(mean), info["temperature"]), atol=1e-6)
+    with pytest.raises(ConfigError, match="at least two"):
+        combine_classifiers([plain.path], val, tmp_path / "one")
+    with pytest.raises(NotFound):
+        combine_classifiers([plain.path, tmp_path / "nothing"], val, tmp_path / "missing")
+
+
 def test_lexical_vote_is_blended_with_its_weight_and_can_be_switched_off(tmp_path: Path) -> None:
     """A fixed lexical_weight is saved and served: the served probabilities are softmax((head + w * lexical) /
     T); lexical=false leaves no lexical files and serves the head alone."""

@@ -27,7 +27,7 @@ import torch
 
 from tiergate.data.dataset import Dataset
 from tiergate.data.split import split_dataset
-from tiergate.errors import DataError
+from tiergate.errors import ConfigError, DataError
 from tiergate.train.base import TrainedModel, Trainer, finish_model_dir
 from tiergate.train.calibration import expected_calibration_error, fit_temperature, nll, softmax
 from tiergate.train.classifier_config import RUN_ONLY, ClassifierConfig
@@ -53,7 +53,7 @@ from tiergate.train.loop import (
 if TYPE_CHECKING:
     from tiergate.train.lexical import LexicalModel
 
-__all__ = ["ClassifierTrainer", "StepHook", "epoch_batches", "lr_lambda", "param_groups", "peak_rss_mb",
+__all__ = ["ClassifierTrainer", "StepHook", "combine_classifiers", "epoch_batches", "lr_lambda", "param_groups", "peak_rss_mb",
            "score_logits"]
 
 
@@ -161,6 +161,71 @@ def fit_lexical(config: ClassifierConfig, texts: list[str], labels: list[int]) -
     return LexicalModel.fit(texts, labels, LexicalOptions(c=config.lexical_c)) if config.lexical else None
 
 
+def _assemble(dirs: list[Path], out: Path, config: ClassifierConfig, data_hash: str, eval_ds: Dataset | None,
+              train_ds: Dataset | None, member_metrics: list[dict[str, Any]], started: float) -> TrainedModel:
+    """Serve the classifiers in `dirs` as one ensemble in `out`: their mean probability, a lexical vote fitted on
+    `train_ds` when the config asks for one, and one temperature fitted on `eval_ds`."""
+    import os
+
+    from tiergate.train.classifier_model import ENSEMBLE_FILE, EnsemblePredictor
+
+    predictor = EnsemblePredictor([ClassifierPredictor.load(d, config.device) for d in dirs], 1.0)
+    labels = predictor.labels
+    index = {label: i for i, label in enumerate(labels)}
+    lexical = (fit_lexical(config, train_ds.texts, [index[str(o)] for o in train_ds.outputs])
+               if train_ds is not None else None)
+    metrics_out: dict[str, Any] = {"train_examples": len(train_ds) if train_ds is not None else None,
+                                   "eval_examples": len(eval_ds or []), "labels": len(labels),
+                                   "members": member_metrics,
+                                   "train_time_s": round(time.perf_counter() - started, 1)}
+    eval_texts = eval_ds.texts if eval_ds is not None else []
+    eval_y = [index.get(str(o), -1) for o in eval_ds.outputs] if eval_ds is not None else []
+    temperature, weight, calibration, scored = calibrate(
+        predictor.logits(eval_texts, config.inference_batch_size) if eval_texts else np.zeros((0, len(labels))),
+        eval_y,
+        lexical.log_proba(eval_texts, len(labels)) if lexical is not None else None, config.lexical_weight)
+    metrics_out.update(scored)
+    metrics_out["temperature"] = temperature
+    out.mkdir(parents=True, exist_ok=True)
+    save_lexical(out, lexical)
+    metrics_out["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    (out / ENSEMBLE_FILE).write_text(json.dumps(
+        {"members": [os.path.relpath(d, out) for d in dirs], "temperature": temperature,
+         "lexical_weight": weight, **calibration},
+        indent=2) + "\n")
+    return finish_model_dir(out, kind="classifier", tier_kind="classifier", task="classification", config=config,
+                            data_hash=data_hash, eval_ds=eval_ds, metrics=metrics_out,
+                            manifest_skips=("members",))
+
+
+def combine_classifiers(member_dirs: list[str | Path], eval_ds: Dataset, out: str | Path,
+                        device: str = "auto") -> TrainedModel:
+    """One ensemble from classifiers already trained, alike or not (other seeds, other options such as
+    `contrastive_weight`), on the same label set: served as their mean probability under one temperature fitted
+    on `eval_ds`, which the members did not train on. `out` refers to the members by relative path and keeps
+    none of their weights. The manifest carries the first member's options and training-data hash; the metrics
+    list each member's."""
+    import dataclasses
+
+    from tiergate.train.manifest import read_manifest
+
+    started = time.perf_counter()
+    dirs = [Path(d).resolve() for d in member_dirs]
+    if len(dirs) < 2:
+        raise ConfigError("an ensemble needs at least two classifiers")
+    manifests = [read_manifest(d) for d in dirs]
+    for d, m in zip(dirs, manifests, strict=True):
+        if m.get("kind") != "classifier":
+            raise ConfigError(f"{d} is a {m.get('kind')!r} model, not a classifier")
+    fields = {f.name for f in dataclasses.fields(ClassifierConfig)}
+    first = {k: v for k, v in manifests[0].get("config", {}).items() if k in fields}
+    config = dataclasses.replace(ClassifierConfig(**first), members=len(dirs), lexical=False, device=device)
+    eval_ds = split_outliers(eval_ds, config.outlier_label)[0]
+    members = [{"dir": str(d), "data_hash": m.get("data_hash"), "accuracy": m.get("metrics", {}).get("accuracy"),
+                "config": m.get("config")} for d, m in zip(dirs, manifests, strict=True)]
+    return _assemble(dirs, Path(out), config, str(manifests[0].get("data_hash")), eval_ds, None, members, started)
+
+
 class ClassifierTrainer(Trainer[ClassifierConfig]):
     name = "classifier"
     tasks = ("classification",)
@@ -258,7 +323,6 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
         temperature for their mean probability."""
         import dataclasses
 
-        from tiergate.train.classifier_model import ENSEMBLE_FILE, EnsemblePredictor
         from tiergate.train.manifest import is_model_dir, read_manifest
 
         dirs, member_metrics = [], []
@@ -275,30 +339,7 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
                                    "train_time_s": metrics.get("train_time_s"), "reused": done})
             dirs.append(member_dir)
         train_ds = split_outliers(train_ds, config.outlier_label)[0]  # the members trained on the outliers
-        predictor = EnsemblePredictor([ClassifierPredictor.load(d, config.device) for d in dirs], 1.0)
-        labels = predictor.labels
-        index = {label: i for i, label in enumerate(labels)}
-        lexical = fit_lexical(config, train_ds.texts, [index[str(o)] for o in train_ds.outputs])
-        metrics_out: dict[str, Any] = {"train_examples": len(train_ds), "eval_examples": len(eval_ds or []),
-                                       "labels": len(labels), "members": member_metrics,
-                                       "train_time_s": round(time.perf_counter() - started, 1)}
-        eval_texts = eval_ds.texts if eval_ds is not None else []
-        eval_y = [index.get(str(o), -1) for o in eval_ds.outputs] if eval_ds is not None else []
-        temperature, weight, calibration, scored = calibrate(
-            predictor.logits(eval_texts, config.inference_batch_size) if eval_texts else np.zeros((0, len(labels))),
-            eval_y,
-            lexical.log_proba(eval_texts, len(labels)) if lexical is not None else None, config.lexical_weight)
-        metrics_out.update(scored)
-        metrics_out["temperature"] = temperature
-        save_lexical(out, lexical)
-        metrics_out["peak_rss_mb"] = round(peak_rss_mb(), 1)
-        (out / ENSEMBLE_FILE).write_text(json.dumps(
-            {"members": [str(d.relative_to(out)) for d in dirs], "temperature": temperature,
-             "lexical_weight": weight, **calibration},
-            indent=2) + "\n")
-        return finish_model_dir(out, kind="classifier", tier_kind="classifier", task="classification", config=config,
-                                data_hash=data_hash, eval_ds=eval_ds, metrics=metrics_out,
-                                manifest_skips=("members",))
+        return _assemble(dirs, out, config, data_hash, eval_ds, train_ds, member_metrics, started)
 
     def _finish(self, out: Path, model: EncoderClassifier, tokenizer: Any, labels: list[str], config: ClassifierConfig,
                 train_ds: Dataset, eval_ds: Dataset | None, train_ids: list[list[int]], eval_ids: list[list[int]],
