@@ -10,7 +10,8 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,33 @@ from tiergate.errors import DataError
 
 TEXT_COLUMNS = ("text", "input", "query", "utterance", "sentence", "prompt")
 LABEL_COLUMNS = ("label", "output", "category", "intent", "target", "completion")
+
+
+@contextmanager
+def reading(path: str) -> Iterator[None]:
+    """Errors met reading a text file become DataErrors naming it: missing, not UTF-8, not valid CSV."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise DataError("file not found", path=path) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 text ({exc.reason})", path=path) from exc
+    except csv.Error as exc:
+        raise DataError(f"not valid CSV ({exc})", path=path) from exc
+
+
+def json_lines(path: str) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) for each non-blank line of a JSON-lines file; a line that is not JSON, or a
+    file that cannot be read, is a DataError naming the file (and line)."""
+    with reading(path), open(path, encoding="utf-8") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"malformed JSON ({exc.msg} at column {exc.colno})", path=path, line=line_no) from exc
+            yield line_no, value
 
 
 def _finish(rows: list[tuple[Any, Any, int]], task: Task | None, path: str) -> Dataset:
@@ -45,34 +73,27 @@ def read_csv(path: str | os.PathLike[str], *, text_column: str | None = None, la
              task: Task | None = None, delimiter: str = ",") -> Dataset:
     """Read a CSV with a header row; the text and label (output) columns are named or guessed."""
     p = str(path)
-    try:
-        with open(p, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f, delimiter=delimiter)
-            columns = reader.fieldnames
-            if not columns:
-                raise DataError("empty file (no header row)", path=p)
-            tcol = _pick(columns, text_column, TEXT_COLUMNS, "text", p)
-            lcol = _pick(columns, label_column, LABEL_COLUMNS, "label", p)
-            rows: list[tuple[Any, Any, int]] = []
+    with reading(p), open(p, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f, delimiter=delimiter)
+        columns = reader.fieldnames
+        if not columns:
+            raise DataError("empty file (no header row)", path=p)
+        tcol = _pick(columns, text_column, TEXT_COLUMNS, "text", p)
+        lcol = _pick(columns, label_column, LABEL_COLUMNS, "label", p)
+        rows: list[tuple[Any, Any, int]] = []
+        start = reader.line_num + 1
+        for row in reader:
+            line = start
             start = reader.line_num + 1
-            for row in reader:
-                line = start
-                start = reader.line_num + 1
-                if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
-                    continue  # blank line
-                text, label = row.get(tcol), row.get(lcol)
-                if text is None or label is None:
-                    raise DataError(f"row has {len(row) - 1 if None in row else len(row)} fields, "
-                                    f"fewer than the header's {len(columns)}", path=p, line=line)
-                if not label.strip():
-                    raise DataError(f"empty {lcol!r}", path=p, line=line)
-                rows.append((text, label.strip(), line))
-    except FileNotFoundError:
-        raise DataError("file not found", path=p) from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not UTF-8 text ({exc.reason})", path=p) from exc
-    except csv.Error as exc:
-        raise DataError(f"not valid CSV ({exc})", path=p) from exc
+            if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+                continue  # blank line
+            text, label = row.get(tcol), row.get(lcol)
+            if text is None or label is None:
+                raise DataError(f"row has {len(row) - 1 if None in row else len(row)} fields, "
+                                f"fewer than the header's {len(columns)}", path=p, line=line)
+            if not label.strip():
+                raise DataError(f"empty {lcol!r}", path=p, line=line)
+            rows.append((text, label.strip(), line))
     return _finish(rows, task, p)
 
 
@@ -106,22 +127,7 @@ def _parse_line(obj: Any, path: str, line: int) -> tuple[Any, Any]:
 def read_jsonl(path: str | os.PathLike[str], *, task: Task | None = None) -> Dataset:
     """Read `{"input": ..., "output": ...}` lines (blank lines are skipped)."""
     p = str(path)
-    rows: list[tuple[Any, Any, int]] = []
-    try:
-        with open(p, encoding="utf-8") as f:
-            for line_no, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    obj = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"malformed JSON ({exc.msg} at column {exc.colno})", path=p, line=line_no) from exc
-                inp, out = _parse_line(obj, p, line_no)
-                rows.append((inp, out, line_no))
-    except FileNotFoundError:
-        raise DataError("file not found", path=p) from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not UTF-8 text ({exc.reason})", path=p) from exc
+    rows = [(*_parse_line(obj, p, line_no), line_no) for line_no, obj in json_lines(p)]
     return _finish(rows, task, p)
 
 
@@ -143,41 +149,24 @@ def read_texts(path: str | os.PathLike[str], *, text_column: str | None = None) 
     ignored when present) or `messages`, or a .txt file with one text a line. Blank rows are skipped."""
     p, suffix = str(path), Path(path).suffix.lower()
     texts: list[str] = []
-    try:
-        if suffix in (".csv", ".tsv"):
-            with open(p, newline="", encoding="utf-8-sig") as f:
-                reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-                if not reader.fieldnames:
-                    raise DataError("empty file (no header row)", path=p)
-                tcol = _pick(reader.fieldnames, text_column, TEXT_COLUMNS, "text", p)
-                texts = [str(row.get(tcol) or "") for row in reader]
-        elif suffix in (".jsonl", ".json", ".ndjson"):
-            with open(p, encoding="utf-8") as f:
-                for line_no, raw in enumerate(f, start=1):
-                    if not raw.strip():
-                        continue
-                    try:
-                        obj = json.loads(raw)
-                    except json.JSONDecodeError as exc:
-                        raise DataError(f"malformed JSON ({exc.msg} at column {exc.colno})", path=p,
-                                        line=line_no) from exc
-                    value = obj.get("input", obj.get("messages")) if isinstance(obj, dict) else None
-                    if not isinstance(value, str | list):
-                        raise DataError('want an object with "input" (text or messages) or "messages"', path=p,
-                                        line=line_no)
-                    texts.append(input_text(_check_messages(value, p, line_no) if isinstance(value, list)
-                                            else value))
-        elif suffix == ".txt":
-            with open(p, encoding="utf-8") as f:
-                texts = f.read().splitlines()
-        else:
-            raise DataError("unknown format (want .csv, .tsv, .jsonl or .txt)", path=p)
-    except FileNotFoundError:
-        raise DataError("file not found", path=p) from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not UTF-8 text ({exc.reason})", path=p) from exc
-    except csv.Error as exc:
-        raise DataError(f"not valid CSV ({exc})", path=p) from exc
+    if suffix in (".csv", ".tsv"):
+        with reading(p), open(p, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
+            if not reader.fieldnames:
+                raise DataError("empty file (no header row)", path=p)
+            tcol = _pick(reader.fieldnames, text_column, TEXT_COLUMNS, "text", p)
+            texts = [str(row.get(tcol) or "") for row in reader]
+    elif suffix in (".jsonl", ".json", ".ndjson"):
+        for line_no, obj in json_lines(p):
+            value = obj.get("input", obj.get("messages")) if isinstance(obj, dict) else None
+            if not isinstance(value, str | list):
+                raise DataError('want an object with "input" (text or messages) or "messages"', path=p, line=line_no)
+            texts.append(input_text(_check_messages(value, p, line_no) if isinstance(value, list) else value))
+    elif suffix == ".txt":
+        with reading(p), open(p, encoding="utf-8") as f:
+            texts = f.read().splitlines()
+    else:
+        raise DataError("unknown format (want .csv, .tsv, .jsonl or .txt)", path=p)
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise DataError("no texts (empty file)", path=p)

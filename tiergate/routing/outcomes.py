@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from tiergate.data.io import json_lines, reading
 from tiergate.errors import DataError
 
 
@@ -153,55 +154,33 @@ def _finish(rows: list[Outcome], path: str) -> Outcomes:
 
 def read_outcomes_jsonl(path: str | os.PathLike[str]) -> Outcomes:
     p = str(path)
-    rows: list[Outcome] = []
-    try:
-        with open(p, encoding="utf-8") as f:
-            for line_no, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    obj = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"malformed JSON ({exc.msg} at column {exc.colno})", path=p, line=line_no) from exc
-                rows.append(_row(obj, p, line_no))
-    except FileNotFoundError:
-        raise DataError("file not found", path=p) from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not UTF-8 text ({exc.reason})", path=p) from exc
-    return _finish(rows, p)
+    return _finish([_row(obj, p, line_no) for line_no, obj in json_lines(p)], p)
 
 
 def read_outcomes_csv(path: str | os.PathLike[str]) -> Outcomes:
     p = str(path)
     rows: list[Outcome] = []
-    try:
-        with open(p, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            columns = reader.fieldnames or []
-            if "prompt" not in columns:
-                raise DataError(f"no 'prompt' column; columns are {', '.join(columns) or '(none)'}", path=p, line=1)
-            score_cols = {c: c.removeprefix("score:") for c in columns if c != "prompt" and not c.startswith("cost:")}
-            cost_cols = {c: c.removeprefix("cost:") for c in columns if c.startswith("cost:")}
-            start = reader.line_num + 1
-            for rec in reader:
-                line, start = start, reader.line_num + 1
-                if not any((v or "").strip() for v in rec.values() if isinstance(v, str)):
-                    continue
-                obj: dict[str, Any] = {"prompt": rec.get("prompt"), "scores": {}}
-                for col, tier in score_cols.items():
-                    if rec.get(col) in (None, ""):
-                        raise DataError(f"empty score column {col!r}", path=p, line=line)
-                    obj["scores"][tier] = rec[col]
-                costs = {tier: rec[col] for col, tier in cost_cols.items() if rec.get(col) not in (None, "")}
-                if costs:
-                    obj["costs"] = costs
-                rows.append(_row(obj, p, line))
-    except FileNotFoundError:
-        raise DataError("file not found", path=p) from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not UTF-8 text ({exc.reason})", path=p) from exc
-    except csv.Error as exc:
-        raise DataError(f"not valid CSV ({exc})", path=p) from exc
+    with reading(p), open(p, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        if "prompt" not in columns:
+            raise DataError(f"no 'prompt' column; columns are {', '.join(columns) or '(none)'}", path=p, line=1)
+        score_cols = {c: c.removeprefix("score:") for c in columns if c != "prompt" and not c.startswith("cost:")}
+        cost_cols = {c: c.removeprefix("cost:") for c in columns if c.startswith("cost:")}
+        start = reader.line_num + 1
+        for rec in reader:
+            line, start = start, reader.line_num + 1
+            if not any((v or "").strip() for v in rec.values() if isinstance(v, str)):
+                continue
+            obj: dict[str, Any] = {"prompt": rec.get("prompt"), "scores": {}}
+            for col, tier in score_cols.items():
+                if rec.get(col) in (None, ""):
+                    raise DataError(f"empty score column {col!r}", path=p, line=line)
+                obj["scores"][tier] = rec[col]
+            costs = {tier: rec[col] for col, tier in cost_cols.items() if rec.get(col) not in (None, "")}
+            if costs:
+                obj["costs"] = costs
+            rows.append(_row(obj, p, line))
     return _finish(rows, p)
 
 
