@@ -278,7 +278,8 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
                 loss = loss + config.outlier_weight * (torch.logsumexp(rest, -1) - rest.mean(-1)).mean()
             return loss  # type: ignore[no-any-return]
 
-        by_label = [np.flatnonzero(train_y.numpy() == c) for c in range(len(labels))]
+        by_label = ([np.flatnonzero(train_y.numpy() == c) for c in range(len(labels))]
+                    if config.contrastive_weight > 0 else [])  # the partners' pool per label
 
         def batch_loss(batch: list[int]) -> torch.Tensor:
             if config.contrastive_weight > 0:  # a partner of the same label for each row (a pure function of the batch)
