@@ -91,7 +91,7 @@ def test_store_outage_spills_then_replays(tmp_path: Path) -> None:
     assert len(spill.read_text().splitlines()) == 20
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE records_away RENAME TO records"))
-    assert replay_spill(engine, str(spill)) == 20
+    assert replay_spill(engine, str(spill)).written == 20
     assert count_records(engine) == 20
     assert not spill.exists()
 

@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -199,6 +200,18 @@ class Config(_Model):
     workloads: dict[str, WorkloadConfig] = Field(default_factory=dict)
     pricebook: str | None = Field(None, description="price-book YAML overriding the shipped defaults")
     monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="drift and hallucination monitoring")
+    _unset_secrets: dict[str, str] = PrivateAttr(default_factory=dict)
+    """Secrets left unset by `load_config(require_secrets=False)`: path -> why."""
+
+    @property
+    def unset_secrets(self) -> dict[str, str]:
+        return dict(self._unset_secrets)
+
+    def check_secrets(self, tier: str) -> None:
+        """Refuse to use a tier whose secret was left unset at load (`require_secrets=False`)."""
+        for path, message in self._unset_secrets.items():
+            if path.startswith(f"tiers.{tier}."):
+                raise ConfigError(message)
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -225,23 +238,52 @@ class Config(_Model):
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
+# Where secrets live: a tier's api_key and headers, the admin token. Only commands that call tiers or serve need
+# them, so a config loaded with `require_secrets=False` leaves these unset when their variable is.
+_SECRET = re.compile(r"^(tiers\.[^.]+\.(api_key|headers\..+)|auth\.admin_token)$")
 
-def _interpolate(node: Any, where: str, env: Any) -> Any:
+
+class _Unset:
+    """A secret whose environment variable is not set (dropped from its mapping)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _interpolate(node: Any, where: str, env: Any, unset: dict[str, str] | None = None) -> Any:
+    """${VAR} substitution. With `unset` given, a secret whose variable is missing is dropped and its message
+    recorded there (key: its path) instead of failing the load."""
     if isinstance(node, dict):
-        return {k: _interpolate(v, f"{where}.{k}" if where else str(k), env) for k, v in node.items()}
+        out = {}
+        for k, v in node.items():
+            value = _interpolate(v, f"{where}.{k}" if where else str(k), env, unset)
+            if isinstance(value, _Unset):
+                assert unset is not None
+                unset[f"{where}.{k}" if where else str(k)] = value.message
+                continue
+            out[k] = value
+        return out
     if isinstance(node, list):
-        return [_interpolate(v, f"{where}[{i}]", env) for i, v in enumerate(node)]
+        return [_interpolate(v, f"{where}[{i}]", env, unset) for i, v in enumerate(node)]
     if isinstance(node, str):
+        missing: list[str] = []
 
         def sub(m: re.Match[str]) -> str:
             value = env.get(m.group(1))
             if value is None:
                 if m.group(2) is None:
-                    raise ConfigError(f"{where}: environment variable {m.group(1)} is not set")
+                    missing.append(m.group(1))
+                    return ""
                 return m.group(2)
             return value
 
-        return _VAR.sub(sub, node)
+        result = _VAR.sub(sub, node)
+        if missing:
+            message = f"{where}: environment variable {missing[0]} is not set"
+            if unset is not None and _SECRET.match(where):
+                return _Unset(message)
+            raise ConfigError(message)
+        return result
     return node
 
 
@@ -309,27 +351,38 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
         raise ConfigError(format_validation_error(exc, source)) from exc
 
 
-def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> Config:
+def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None, *,
+                require_secrets: bool = True) -> Config:
+    """Load and validate a config. `require_secrets=False` is for commands that call no tier (logs, keys,
+    reports): a tier secret or the admin token whose `${VAR}` is unset is left unset instead of failing the load;
+    `Config.check_secrets(tier)` then refuses that tier where one is used."""
     env = os.environ if environ is None else environ
     if path is None and env.get("TIERGATE_CONFIG"):
         path = env["TIERGATE_CONFIG"]
+    unset: dict[str, str] = {}
     if path is None:
         data, source = default_config_data(env), "<embedded defaults>"
     else:
         p = Path(path)
         source = str(p)
         if not p.is_file():
-            raise ConfigError(f"{source}: config file not found")
+            raise ConfigError(f"{source}: config file not found" if not p.exists() else f"{source}: not a file")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read it ({exc.strerror or exc})") from exc
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f":{mark.line + 1}" if mark is not None else ""
             raise ConfigError(f"{source}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: the top level must be a mapping")
-        data = _interpolate(data, "", env)
+        data = _interpolate(data, "", env, None if require_secrets else unset)
         if data.get("pricebook") and not os.path.isabs(data["pricebook"]):
             data["pricebook"] = str((p.parent / data["pricebook"]).resolve())
     data = apply_env_overrides(data, dict(env))
-    return parse_config(data, source)
+    config = parse_config(data, source)
+    config._unset_secrets = {k: f"{source}: {v}" for k, v in unset.items()}
+    return config

@@ -61,7 +61,7 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors
+    except Exception as exc:  # click usage errors, then the last-resort translation
         import click
 
         # typer >= 0.29 raises its own copy of click's exceptions (typer._click), not click's
@@ -69,4 +69,36 @@ def main() -> None:
         if isinstance(exc, click.ClickException | typer_click):
             exc.show()
             sys.exit(exc.exit_code)
-        raise
+        message = describe_error(exc)
+        if message is None:
+            raise
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+
+
+def describe_error(exc: BaseException) -> str | None:
+    """A one-line message for an error no command translated itself: files that cannot be read or written,
+    text that is not UTF-8, YAML that does not parse, options a library model refused, a database that cannot
+    be opened. None for anything else (a bug: its traceback is shown)."""
+    import pydantic
+    import yaml
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if isinstance(exc, OSError):
+        text = str(exc).strip()
+        reason = exc.strerror or (text.splitlines()[0] if text else exc.__class__.__name__)
+        return f"{exc.filename}: {reason}" if exc.filename is not None else reason
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({exc.reason} at byte {exc.start})"
+    if isinstance(exc, yaml.YAMLError):
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{mark.name}:{mark.line + 1}: " if mark is not None else ""
+        return f"{where}not valid YAML ({getattr(exc, 'problem', None) or exc})"
+    if isinstance(exc, pydantic.ValidationError):
+        from tiergate.config import format_validation_error
+
+        return format_validation_error(exc, exc.title).replace("\n", "; ")
+    if isinstance(exc, SQLAlchemyError):
+        orig = getattr(exc, "orig", None)
+        return f"store: {orig or str(exc).splitlines()[0]}"
+    return None

@@ -1,26 +1,85 @@
-"""Shared CLI options and helpers."""
+"""Shared CLI options and helpers: the config and store options, and the checks every command makes before
+its long work starts (an output it cannot write is refused first, not after training)."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import typer
 
 from tiergate.config import Config, load_config
+from tiergate.errors import ConfigError
 
 ConfigOption = typer.Option(None, "--config", "-c", help="YAML config (default: $TIERGATE_CONFIG or embedded defaults)",
                             envvar="TIERGATE_CONFIG")
 DbOption = typer.Option(None, "--db", help="store URL, overriding the config (sqlite:///f.db, postgresql://...)")
 
 
-def get_config(path: Path | None, db: str | None = None) -> Config:
-    cfg = load_config(path)
+def get_config(path: Path | str | None, db: str | None = None, *, require_secrets: bool = False) -> Config:
+    """The config for a command. Tier secrets (`${OPENAI_API_KEY}` ...) are needed only by commands that call
+    tiers (serve, eval of a config tier): others pass `require_secrets=False` (the default) and a secret whose
+    variable is unset is left unset."""
+    cfg = load_config(path, require_secrets=require_secrets)
     if db:
         cfg.store.url = db
     return cfg
 
 
-def open_engine(cfg: Config):  # type: ignore[no-untyped-def]
+def open_engine(cfg: Config, *, create: bool = True):  # type: ignore[no-untyped-def]
+    """The store's engine, its schema up to date. Read-only commands pass `create=False`: a SQLite path with no
+    database is then an error (a typo should not leave an empty store behind)."""
     from tiergate.store.db import open_store
 
-    return open_store(cfg.store.url)
+    return open_store(cfg.store.url, create=create)
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def check_output_dir(path: str | Path, option: str, *, shown: str | Path | None = None) -> Path:
+    """Refuse, before any work, a directory the command could not write into: it is created (the command would
+    create it anyway) and a probe file is written and removed, so read-only places (/proc, a full or read-only
+    mount, another user's directory) are found too, whoever runs the command."""
+    p = Path(path)
+    where = f"{option} {shown if shown is not None else p}"
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{where}: {'its directory ' + str(p) if shown is not None else 'it'} exists and is not a directory")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"{where}: cannot create it (a parent is a file)") from None
+    except NotADirectoryError:
+        raise ConfigError(f"{where}: cannot create it (a parent is a file)") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot create it ({_reason(exc)})") from exc
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".tiergate-probe-", dir=p)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot write there ({_reason(exc)})") from exc
+    return p
+
+
+def check_output_file(path: str | Path, option: str) -> Path:
+    """Refuse, before any work, a file the command could not write: a directory, a path under a file, a place
+    that is not writable. Its directory is created; an existing file is opened for appending (not changed)."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{option} {p}: is a directory (give a file name)")
+    check_output_dir(p.parent, option, shown=p)
+    if p.exists():
+        try:
+            with open(p, "ab"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"{option} {p}: cannot write it ({_reason(exc)})") from exc
+    return p
+
+
+def check_positive(value: int | None, option: str) -> None:
+    if value is not None and value < 1:
+        raise typer.BadParameter(f"{option} must be at least 1, got {value}")

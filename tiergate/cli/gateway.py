@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from tiergate.cli.common import ConfigOption, DbOption, get_config, open_engine
+from tiergate.config import Config
+from tiergate.errors import ConfigError, TiergateError
 
 console = Console()
 
@@ -42,7 +44,7 @@ def serve(
 ) -> None:
     from tiergate.gateway.server import serve as run
 
-    cfg = get_config(config, db)
+    cfg = get_config(config, db, require_secrets=True)
     run(cfg, host=host, port=port)
 
 
@@ -54,8 +56,15 @@ def keys_create(
     """Create a gateway key; the secret is printed once."""
     from tiergate.store.keys import create_key
 
-    engine = open_engine(get_config(config, db))
-    key_id, secret = create_key(engine, name, workload or None)
+    if not name.strip():
+        raise typer.BadParameter("the key needs a name (who uses it)", param_hint="NAME")
+    cfg = get_config(config, db)
+    unknown = [w for w in workload if cfg.workloads and w not in cfg.workloads]
+    if unknown:
+        typer.secho(f"warning: workload(s) {', '.join(map(repr, unknown))} not in the config (workloads: "
+                    f"{', '.join(cfg.workloads)}); the key will not be usable for them until they are added",
+                    fg=typer.colors.YELLOW, err=True)
+    key_id, secret = create_key(open_engine(cfg), name, workload or None)
     console.print(f"created key [bold]{key_id}[/] ({name}); the secret is shown only now:", style="green", highlight=False)
     print(secret)
 
@@ -64,7 +73,7 @@ def keys_list(config: Optional[Path] = ConfigOption, db: Optional[str] = DbOptio
               json_out: bool = typer.Option(False, "--json", help="print JSON lines")) -> None:
     from tiergate.store.keys import list_keys
 
-    rows = list_keys(open_engine(get_config(config, db)))
+    rows = list_keys(open_engine(get_config(config, db), create=False))
     if json_out:
         for r in rows:
             print(json.dumps(r))
@@ -80,12 +89,17 @@ def keys_revoke(key: str = typer.Argument(..., help="key id or name"),
                 config: Optional[Path] = ConfigOption, db: Optional[str] = DbOption) -> None:
     from tiergate.store.keys import revoke_key
 
-    n = revoke_key(open_engine(get_config(config, db)), key)
+    n = revoke_key(open_engine(get_config(config, db), create=False), key)
     console.print(f"revoked {n} key(s) matching {key!r}")
 
 
 def _ts(t: float | None) -> str:
     return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else ""
+
+
+def _unknown(value: float | None, spec: str = "") -> str:
+    """A captured number, or '-' when the store has none (not known), never a made-up 0."""
+    return "-" if value is None else format(value, spec)
 
 
 def _since(value: str | None) -> float | None:
@@ -112,8 +126,13 @@ def logs_show(
     """Show captured records, newest first (a table, or JSON lines with --jsonl)."""
     from tiergate.store.records import query_records
 
-    rows = query_records(open_engine(get_config(config, db)), workload=workload, tier=tier, status=status,
-                         since=_since(since), limit=limit)
+    if status is not None and status not in ("ok", "error"):
+        raise typer.BadParameter(f"{status!r}: ok or error", param_hint="--status")
+    if limit < 1:
+        raise typer.BadParameter(f"must be at least 1, got {limit}", param_hint="--limit")
+    start = _since(since)
+    rows = query_records(open_engine(get_config(config, db), create=False), workload=workload, tier=tier,
+                         status=status, since=start, limit=limit)
     if jsonl:
         for r in rows:
             sys.stdout.write(json.dumps(r, default=str) + "\n")
@@ -127,8 +146,8 @@ def logs_show(
         summary = f"{(prompt or '')[:40]!s} → {(r['answer'] or r['error'] or '')[:40]}"
         t.add_row(_ts(r["created_at"]), r["workload"], r["tier"] or "-", r["route_reason"] or "-",
                   r["status"] if r["status"] == "ok" else f"[red]{r['status']} {r['http_status']}[/]",
-                  f"{r['prompt_tokens'] or 0}/{r['completion_tokens'] or 0}", f"{r['latency_ms'] or 0:.0f}",
-                  f"{r['cost_usd'] or 0:.6f}", summary.replace("\n", " "))
+                  f"{_unknown(r['prompt_tokens'])}/{_unknown(r['completion_tokens'])}",
+                  _unknown(r["latency_ms"], ".0f"), _unknown(r["cost_usd"], ".6f"), summary.replace("\n", " "))
     console.print(t)
 
 
@@ -139,17 +158,23 @@ def logs_replay(path: Path = typer.Argument(..., help="spill file written when t
 
     if not path.is_file():
         raise typer.BadParameter(f"{path}: no such file")
-    n = replay_spill(open_engine(get_config(config, db)), str(path))
-    console.print(f"replayed {n} records from {path}")
+    result = replay_spill(open_engine(get_config(config, db)), str(path))
+    console.print(f"replayed {result.written} records from {path}"
+                  + (f"; {result.skipped} already stored, skipped" if result.skipped else ""), highlight=False)
+    if result.rejected:
+        for line, reason in result.rejected:
+            typer.secho(f"{path}:{line}: rejected: {reason}", fg=typer.colors.RED, err=True)
+        raise TiergateError(f"{path}: {len(result.rejected)} record(s) rejected; the file is left in place "
+                            "(fix or remove those lines and replay it again)")
+    console.print(f"{path} -> {result.archived_to}", highlight=False)
 
 
 def store_migrate(config: Optional[Path] = ConfigOption, db: Optional[str] = DbOption) -> None:
     """Create or upgrade the store's schema (the gateway also does this at start)."""
-    from tiergate.store.db import create_store_engine
-    from tiergate.store.migrations import migrate
+    from tiergate.store.db import create_store_engine, migrate_store
 
     cfg = get_config(config, db)
-    done = migrate(create_store_engine(cfg.store.url))
+    done = migrate_store(create_store_engine(cfg.store.url))
     console.print(f"applied: {', '.join(done) or 'nothing (up to date)'}")
 
 
@@ -159,6 +184,9 @@ def config_check(config: Optional[Path] = ConfigOption) -> None:
 
     cfg = get_config(config)
     Routing.from_config(cfg)
+    bad = model_problems(cfg)
+    if bad:
+        raise ConfigError("\n".join(bad))
     t = Table("tier", "kind", "zone", "model / url", "fallback")
     for name, tier in cfg.tiers.items():
         where = getattr(tier, "base_url", None) or getattr(tier, "model", "")
@@ -166,4 +194,19 @@ def config_check(config: Optional[Path] = ConfigOption) -> None:
     console.print(t)
     console.print(f"workloads: {', '.join(cfg.workloads) or '(none: default tier ' + str(cfg.routing.default_tier) + ')'}")
     console.print(f"store: {cfg.store.url.split('@')[-1]}")
+    for path, message in cfg.unset_secrets.items():
+        typer.secho(f"warning: {message} (needed to serve or evaluate that tier)", fg=typer.colors.YELLOW, err=True)
     console.print("[green]config OK[/]")
+
+
+def model_problems(cfg: Config) -> list[str]:
+    """Classifier and extractor tiers whose `model` is not a trained model directory (checked by its manifest;
+    the model is not loaded)."""
+    from tiergate.train.manifest import MANIFEST, is_model_dir
+
+    problems = []
+    for name, tier in cfg.tiers.items():
+        if tier.kind in ("classifier", "extractor") and not is_model_dir(tier.model):
+            why = "no such directory" if not Path(tier.model).exists() else f"not a trained model (no {MANIFEST})"
+            problems.append(f"tiers.{name}.model: {tier.model}: {why}")
+    return problems

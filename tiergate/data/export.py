@@ -27,7 +27,6 @@ Examples come out oldest first.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections import Counter
@@ -194,21 +193,9 @@ def _open(store: str | Engine) -> tuple[Engine, bool]:
     """An engine for a URL (opened here, so disposed by the caller) or the engine given."""
     if not isinstance(store, str):
         return store, False
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from tiergate.store.db import open_store
 
-    from tiergate.store.db import normalize_url, open_store
-
-    try:
-        url = make_url(normalize_url(store))
-    except ArgumentError as exc:
-        raise ConfigError(f"not a database URL: {store!r}") from exc
-    db = url.database
-    if url.get_backend_name() == "sqlite" and db and db != ":memory:" and not os.path.isfile(db):
-        # opening would create an empty store; a typo in the path should say so instead
-        raise ConfigError(f"no capture store at {db} (no such file); give the gateway's store with --db or "
-                          "--config")
-    return open_store(store), True
+    return open_store(store, create=False), True
 
 
 def _describe_window(since: float | None, until: float | None, tier: str | None) -> str:

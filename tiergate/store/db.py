@@ -41,7 +41,10 @@ def create_store_engine(url: str) -> Engine:
         db = parsed.database
         if db and db != ":memory:":
             parent = os.path.dirname(os.path.abspath(db))
-            os.makedirs(parent, exist_ok=True)
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"store.url: cannot create the directory of {db} ({exc.strerror or exc})") from exc
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
     else:
         kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=10)
@@ -54,13 +57,33 @@ def create_store_engine(url: str) -> Engine:
     return engine
 
 
-def open_store(url: str) -> Engine:
-    """Create the engine and bring the schema up to date."""
-    engine = create_store_engine(url)
+def check_store_exists(url: str) -> None:
+    """Refuse a SQLite store that does not exist yet: read-only commands (logs, keys list, exports) would
+    otherwise create an empty one at a mistyped path and show nothing."""
     try:
-        migrate(engine)
+        parsed = make_url(normalize_url(url))
+    except ArgumentError as exc:
+        raise ConfigError(f"store.url: not a database URL: {url!r}") from exc
+    db = parsed.database
+    if parsed.get_backend_name() == "sqlite" and db and db != ":memory:" and not os.path.isfile(db):
+        raise ConfigError(f"no capture store at {db} (no such file); give the gateway's store with --db or "
+                          "--config")
+
+
+def migrate_store(engine: Engine) -> list[str]:
+    """Bring the schema up to date; a database that cannot be opened or is not one is a ConfigError."""
+    try:
+        return migrate(engine)
     except SQLAlchemyError as exc:
         safe = engine.url.render_as_string(hide_password=True)
         engine.dispose()
         raise ConfigError(f"store.url: cannot open {safe}: {exc.__class__.__name__}: {exc.orig or exc}") from exc
+
+
+def open_store(url: str, *, create: bool = True) -> Engine:
+    """Create the engine and bring the schema up to date. `create=False`: a missing SQLite file is an error."""
+    if not create:
+        check_store_exists(url)
+    engine = create_store_engine(url)
+    migrate_store(engine)
     return engine

@@ -6,7 +6,7 @@
     await writer.close()       # drains and flushes everything queued
 
 A batch the database refuses is retried with backoff; if it still fails it is appended to the spill file
-(JSONL) so nothing captured is lost; `tiergate logs replay-spill` loads it back.
+(JSONL) so nothing captured is lost; `tiergate store replay-spill` loads it back.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, insert
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
 from tiergate.store.schema import records
 
@@ -38,24 +39,68 @@ def normalize_record(rec: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+REQUIRED = [str(c.name) for c in records.columns if not c.nullable and c.default is None and c.name != "id"]
+"""Columns a record must bring (the others have defaults or may be null)."""
+
+
+@dataclass
+class InsertResult:
+    written: int = 0
+    skipped: list[str] = field(default_factory=list)
+    """request_ids already in the store."""
+    rejected: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    """Rows the database refused for another reason, with the reason."""
+
+
 def insert_records(engine: Engine, rows: list[dict[str, Any]]) -> int:
-    """Insert normalized rows; a duplicate request_id skips that row instead of failing the batch."""
+    """Insert normalized rows; a duplicate request_id skips that row instead of failing the batch. Returns the
+    rows written (a row the database refuses for another reason is logged as an error)."""
+    result = insert_records_checked(engine, rows)
+    for row, reason in result.rejected:
+        log.error("record %s refused by the store: %s", row.get("request_id"), reason)
+    return result.written
+
+
+def insert_records_checked(engine: Engine, rows: list[dict[str, Any]]) -> InsertResult:
+    """Insert normalized rows, one batch first, then row by row if the batch is refused: each row is written,
+    skipped (its request_id is already stored), or rejected with the database's reason."""
+    result = InsertResult()
     if not rows:
-        return 0
+        return result
     try:
         with engine.begin() as conn:
             conn.execute(insert(records), rows)
-        return len(rows)
-    except IntegrityError:
-        written = 0
-        for row in rows:
-            try:
-                with engine.begin() as conn:
-                    conn.execute(insert(records), [row])
-                written += 1
-            except IntegrityError:
+        result.written = len(rows)
+        return result
+    except SQLAlchemyError as exc:
+        if not _row_error(exc):
+            raise
+    for row in rows:
+        try:
+            with engine.begin() as conn:
+                conn.execute(insert(records), [row])
+            result.written += 1
+        except SQLAlchemyError as exc:
+            if not _row_error(exc):
+                raise
+            if row.get("request_id") is not None and _stored(engine, row["request_id"]):
                 log.warning("record %s already stored; skipped", row.get("request_id"))
-        return written
+                result.skipped.append(str(row["request_id"]))
+            else:
+                result.rejected.append((row, str(getattr(exc, "orig", None) or exc).splitlines()[0]))
+    return result
+
+
+def _row_error(exc: SQLAlchemyError) -> bool:
+    """An error about a row's values (a constraint, a value the column cannot hold), as opposed to the database
+    being unavailable, which the caller retries and then spills."""
+    return isinstance(exc, IntegrityError | DataError) or (isinstance(exc, StatementError)
+                                                           and not isinstance(exc, DBAPIError))
+
+
+def _stored(engine: Engine, request_id: str) -> bool:
+    with engine.connect() as conn:
+        return conn.execute(select(records.c.id).where(records.c.request_id == request_id)).first() is not None
 
 
 class RecordWriter:
@@ -177,15 +222,49 @@ class RecordWriter:
         self._task = None
 
 
-def replay_spill(engine: Engine, path: str) -> int:
-    """Load a spill file back into the store; returns records written. The file is renamed afterwards."""
-    rows = []
+@dataclass
+class ReplayResult:
+    written: int = 0
+    skipped: int = 0
+    """records already in the store"""
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    """(line, reason) of each record that could not be stored"""
+    archived_to: str | None = None
+    """where the file went (None: left in place, because something was rejected)"""
+
+
+def replay_spill(engine: Engine, path: str) -> ReplayResult:
+    """Load a spill file back into the store. Records already stored are skipped; a line that is not a JSON
+    record, lacks a required field or is refused by the database is rejected with its reason. The file is renamed
+    afterwards only when nothing was rejected, so a fixed file can be replayed again."""
+    result = ReplayResult()
+    pending: list[tuple[int, dict[str, Any]]] = []
     with open(path, "rb") as fh:
-        for line in fh:
-            if line.strip():
-                rows.append(normalize_record(orjson.loads(line)))
-    n = 0
-    for i in range(0, len(rows), 500):
-        n += insert_records(engine, rows[i:i + 500])
-    os.replace(path, path + f".replayed-{int(time.time())}")
-    return n
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                result.rejected.append((line_no, f"not a JSON record ({exc})"))
+                continue
+            if not isinstance(rec, dict):
+                result.rejected.append((line_no, "not a JSON object"))
+                continue
+            missing = [c for c in REQUIRED if rec.get(c) is None]
+            if missing:
+                result.rejected.append((line_no, f"missing required field(s) {', '.join(missing)}"))
+                continue
+            pending.append((line_no, normalize_record(rec)))
+    for i in range(0, len(pending), 500):
+        chunk = pending[i:i + 500]
+        done = insert_records_checked(engine, [row for _, row in chunk])
+        result.written += done.written
+        result.skipped += len(done.skipped)
+        lines = {id(row): line_no for line_no, row in chunk}
+        result.rejected += [(lines[id(row)], reason) for row, reason in done.rejected]
+    result.rejected.sort()
+    if not result.rejected:
+        result.archived_to = path + f".replayed-{int(time.time())}"
+        os.replace(path, result.archived_to)
+    return result
