@@ -55,6 +55,8 @@ def test_outcomes_jsonl_and_csv_roundtrip(tmp_path):
     (json.dumps({"prompt": "x", "scores": {"a": 1, "c": 0}}), "differ from the first row"),
     (json.dumps({"prompt": "x", "scores": {"a": 1, "b": 0}, "costs": {"z": 1}}), "costs for tier(s) with no score"),
     (json.dumps({"prompt": "x", "scores": {"a": 1, "b": 0}, "extra": 1}), "unknown key(s) extra"),
+    (json.dumps({"prompt": "x", "scores": {"a": 1, "b": 0}, "costs": {"a": 0.1, "b": -0.2}}),
+     "costs.b must be 0 or more, got -0.2"),
 ])
 def test_outcomes_errors_name_file_and_line(tmp_path, line, message):
     path = _write(tmp_path / "bad.jsonl", [json.dumps({"prompt": "ok", "scores": {"a": 1, "b": 0}}), line])
@@ -78,6 +80,8 @@ def test_outcomes_csv_errors_and_costs_from_price_book(tmp_path):
 
     expected = load_pricebook().model("gpt-4o").request_usd(100, 1)
     assert filled.costs("big")[0] == pytest.approx(expected) and filled.costs("small")[0] == 0.0001
+    with pytest.raises(DataError, match=r"--cost small=-1: a cost must be a number of USD, 0 or more"):
+        fill_costs(oc, fixed={"small": -1.0, "big": 0.1})
 
 
 def test_curve_endpoints_ties_and_thresholds():

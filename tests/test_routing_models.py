@@ -218,6 +218,14 @@ def test_cli_train_eval_calibrate(tmp_path, outcome_files, cli):
     info = json.loads((out / "router.json").read_text())
     assert info["meta"]["calibration"]["target_large_share"] == 0.25
     assert info["threshold"] == info["meta"]["calibration"]["threshold"]
+    # scores below zero: 0.9 x the large tier's quality is above anything a threshold gives, so none is written
+    rows = [json.loads(line) for line in test.read_text().splitlines()]
+    (tmp_path / "neg.jsonl").write_text("".join(json.dumps({**r, "scores": {"small": -1.0, "large": -0.5}}) + "\n"
+                                                for r in rows))
+    res = runner.invoke(cli, ["router", "calibrate", "--router", str(out), "--outcomes", str(tmp_path / "neg.jsonl"),
+                              "--quality-floor", "0.9"])
+    assert "no threshold reaches 0.9 x the large tier's mean quality (-0.5)" in res.exception.message
+    assert json.loads((out / "router.json").read_text()) == info
 
 
 def test_decision_overhead_of_cached_embedding_routers_is_small(tmp_path, outcome_files):

@@ -209,6 +209,34 @@ def choose_small_tier(config: Any, pricers: dict[str, Pricer], records: Sequence
     return best, pricers[best]
 
 
+# option -> (check, what a valid value is); names as the CLI spells them, so an error names the flag
+_RANGES: dict[str, tuple[Any, str]] = {
+    "max_requests": (lambda v: v >= 2, "at least 2 (requests to analyse)"),
+    "spec_threshold": (lambda v: -1 <= v <= 1, "between -1 and 1 (a mean cosine similarity)"),
+    "volume_threshold": (lambda v: v >= 0, "a number of requests a month, 0 or more"),
+    "system_weight": (lambda v: v >= 0, "0 or more (0 leaves the system prompt out)"),
+    "answer_weight": (lambda v: v >= 0, "0 or more (0 leaves the answer form out)"),
+    "min_share": (lambda v: 0 <= v < 1, "a share of the traffic, at least 0 and under 1"),
+    "dup_threshold": (lambda v: -1 <= v <= 1, "between -1 and 1 (a cosine similarity)"),
+}
+_FLAGS = {"spec_threshold": "--specificity-threshold"}
+
+
+def check_options(**options: Any) -> None:
+    """Refuse out-of-range analysis options (ConfigError naming the flag) before any work starts."""
+    import math
+
+    from tiergate.errors import ConfigError
+
+    for name, value in options.items():
+        if value is None or name not in _RANGES:
+            continue
+        ok, valid = _RANGES[name]
+        if not (math.isfinite(value) and ok(value)):
+            flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
+            raise ConfigError(f"{flag} {value:g}: must be {valid}")
+
+
 def analyze_store(engine: Any, config: Any, *, since: float | None = None, until: float | None = None,
                   workload: str | None = None, clusters: int | str = "auto", small_tier: str | None = None,
                   embed: Embed | None = None, max_requests: int = 20000, book: Any = None,
@@ -219,6 +247,7 @@ def analyze_store(engine: Any, config: Any, *, since: float | None = None, until
     from tiergate.costs.report import tier_pricers, traffic_window
     from tiergate.errors import DataError
 
+    check_options(max_requests=max_requests, **options)
     rows, eligible, without = load_requests(engine, since=since, until=until, workload=workload,
                                             max_requests=max_requests)
     if len(rows) < 2:

@@ -91,7 +91,7 @@ def register(app: typer.Typer) -> None:
               reason: Reason = None, config: Optional[Path] = ConfigOption, db: Optional[str] = DbOption) -> None:
         """(Re)start a rollout at shadow; tiers and stages default to the workload's `rollout` router."""
         from tiergate.errors import ConfigError
-        from tiergate.rollout.inspect import rollout_options
+        from tiergate.rollout.inspect import rollout_options, start_options
         from tiergate.rollout.state import default_stages
 
         cfg, store = _store(config, db)
@@ -101,7 +101,9 @@ def register(app: typer.Typer) -> None:
         candidate = candidate or (opts.candidate if opts else None) or (current.candidate if current else None)
         if not primary or not candidate:
             raise ConfigError(f"{workload}: give --primary and --candidate (no `rollout` router in the config)")
-        stages = default_stages(canary or (opts.canary if opts else [10, 50]))
+        checked = start_options(cfg, workload, primary=primary, candidate=candidate,
+                                canary=canary or (opts.canary if opts else [10, 50]))
+        stages = default_stages(checked.canary)
         _show(store.start(workload, primary=primary, candidate=candidate, stages=stages, actor="cli",
                           reason=reason or "started from the CLI",
                           candidate_model=current.candidate_model if current else None))
@@ -145,6 +147,8 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         _, store = _store(config, db)
+        if workload is not None:
+            store.require(workload)  # an unknown workload is an error, as for advance and hold
         rows = store.history(workload)
         if as_json:
             typer.echo(json.dumps(rows, indent=2, default=str))

@@ -56,11 +56,31 @@ def _options(cls: Any, items: list[str] | None) -> Any:
         raise ConfigError(format_validation_error(exc, "--set")) from exc
 
 
+def _usd(tier: str, value: str) -> float:
+    import math
+
+    try:
+        usd = float(value)
+    except ValueError:
+        raise ConfigError(f"--cost {tier}={value}: expected TIER=USD, a number of dollars per request") from None
+    if not (math.isfinite(usd) and usd >= 0):
+        raise ConfigError(f"--cost {tier}={value}: a cost must be a number of USD, 0 or more")
+    return usd
+
+
+def _in_range(value: float | None, flag: str, low_open: bool, what: str) -> None:
+    """Refuse a share outside [0, 1] ((0, 1] when `low_open`), naming the flag."""
+    import math
+
+    if value is not None and not (math.isfinite(value) and (0 < value if low_open else 0 <= value) and value <= 1):
+        raise ConfigError(f"{flag} {value:g}: must be {what}")
+
+
 def _outcomes(path: str, costs: list[str] | None, prices: list[str] | None) -> Any:
     from tiergate.routing.outcomes import fill_costs, read_outcomes
 
+    fixed = {k: _usd(k, v) for k, v in _pairs(costs, "--cost").items()}
     oc = read_outcomes(path)
-    fixed = {k: float(v) for k, v in _pairs(costs, "--cost").items()}
     price_map = _pairs(prices, "--price")
     if fixed or price_map:
         oc = fill_costs(oc, fixed=fixed, prices=price_map)
@@ -221,10 +241,21 @@ def register(app: typer.Typer) -> None:
             return
         if router is None or outcomes is None:
             raise ConfigError("give --router DIR --outcomes FILE, or --classifier DIR --data FILE")
+        _in_range(target_share, "--target-share", False, "a share of requests between 0 and 1")
+        _in_range(quality_floor, "--quality-floor", True,
+                  "a share of the large tier's quality, over 0 and at most 1 (0.95: 95% of its quality)")
+        from tiergate.errors import DataError
         from tiergate.routing.evaluation import calibrate_on_outcomes, load_router_model
 
-        result = calibrate_on_outcomes(load_router_model(router), _outcomes(outcomes, cost, price),
-                                       target_large_share=target_share, quality_floor=quality_floor)
+        oc = _outcomes(outcomes, cost, price)
+        result = calibrate_on_outcomes(load_router_model(router), oc, target_large_share=target_share,
+                                       quality_floor=quality_floor)
+        if quality_floor is not None:
+            large_quality = float(oc.scores(result["large"]).mean())
+            if result["validation"]["quality"] < quality_floor * large_quality - 1e-12:
+                raise DataError(f"--quality-floor {quality_floor:g}: no threshold reaches {quality_floor:g} x the "
+                                f"large tier's mean quality ({large_quality:.4g}) on these outcomes; no threshold "
+                                "written", path=outcomes)
         typer.echo(json.dumps(result, indent=2, default=float))
         if write:
             info_path = router / "router.json"

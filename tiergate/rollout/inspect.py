@@ -2,6 +2,7 @@
 
     rollout_status(engine, config)               # every rollout: row, gate window rebuilt from records, verdict
     rollout_options(config, "support-triage")    # the workload's `rollout` router options, or None
+    start_options(config, "support-triage", primary="frontier", candidate="small", canary=[10, 50])
 """
 
 from __future__ import annotations
@@ -24,6 +25,26 @@ def rollout_options(config: Any, workload: str) -> RolloutOptions | None:
         if spec.kind == "rollout":
             return RolloutOptions.model_validate(spec.model_dump(exclude={"kind"}))
     return None
+
+
+def start_options(config: Any, workload: str, *, primary: str, candidate: str, canary: list[float]) -> RolloutOptions:
+    """The tiers and canary stages of a (re)started rollout, checked as `config check` checks a `rollout`
+    router: known, distinct tiers and increasing canary percentages in (0, 100). ConfigError names the flag."""
+    from pydantic import ValidationError
+
+    from tiergate.errors import ConfigError
+
+    try:
+        opts = RolloutOptions.model_validate({"primary": primary, "candidate": candidate, "canary": canary})
+    except ValidationError as exc:
+        msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"rollout start {workload}: {msg} (got --canary {' '.join(f'{p:g}' for p in canary)})"
+                          if "canary" in msg else f"rollout start {workload}: {msg}") from exc
+    for flag, name in (("--primary", primary), ("--candidate", candidate)):
+        if name not in config.tiers:
+            raise ConfigError(f"rollout start {workload}: {flag} {name!r}: unknown tier "
+                              f"(configured: {', '.join(config.tiers) or 'none'})")
+    return opts
 
 
 def _runtime(config: Any, workload: str, store: RolloutStore) -> Runtime | None:

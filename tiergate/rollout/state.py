@@ -267,11 +267,24 @@ class RolloutStore:
         raise InvalidRequest(f"{workload}: the rollout kept changing; try again")
 
     def advance(self, workload: str, *, reason: str, actor: str, to_stage: str | None = None) -> RolloutState:
+        """Move up the ladder: to the next stage, or to `to_stage` above the current one (a step back is a
+        rollback or a new start, not an advance: it would be logged as one)."""
         state = self.require(workload)
         target = to_stage or state.next_stage()
-        if target is None:
+        if target is None or state.stage not in state.stages:
             raise InvalidRequest(f"{workload} is at {state.stage!r}: nothing to advance to "
                                  "(after a rollback, `rollout start` begins again at shadow)")
+        if target == ROLLED_BACK:
+            raise InvalidRequest(f"{workload}: {ROLLED_BACK!r} is not an advance; use `rollout rollback`")
+        if target not in state.stages:
+            raise InvalidRequest(f"{workload}: unknown stage {target!r}; stages: {', '.join(state.stages)}")
+        here, there = state.stages.index(state.stage), state.stages.index(target)
+        if there == here:
+            raise InvalidRequest(f"{workload} is already at {target!r}; `rollout hold` keeps it there")
+        if there < here:
+            raise InvalidRequest(f"{workload}: {target!r} is below the current stage {state.stage!r}: advance only "
+                                 "moves up; use `rollout rollback` (all traffic to the primary) or `rollout start` "
+                                 "(back to shadow)")
         return self.force(workload, target, reason=reason, actor=actor)
 
     def set_candidate_model(self, workload: str, model: str | None, *, reason: str, actor: str) -> RolloutState:

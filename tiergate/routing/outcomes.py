@@ -133,6 +133,10 @@ def _row(obj: Any, path: str, line: int) -> Outcome:
         if not isinstance(costs, dict):
             raise DataError("'costs' must be an object {tier: cost}", path=path, line=line)
         parsed_costs = {str(t): _number(v, f"costs.{t}", path, line) for t, v in costs.items()}
+        negative = sorted(t for t, c in parsed_costs.items() if c < 0)
+        if negative:
+            raise DataError(f"costs.{negative[0]} must be 0 or more, got {parsed_costs[negative[0]]:g}",
+                            path=path, line=line)
         extra = sorted(set(parsed_costs) - set(parsed))
         if extra:
             raise DataError(f"costs for tier(s) with no score: {', '.join(extra)}", path=path, line=line)
@@ -224,6 +228,9 @@ def fill_costs(outcomes: Outcomes, *, fixed: Mapping[str, float] | None = None,
     plus `completion_tokens`."""
     fixed = dict(fixed or {})
     prices = dict(prices or {})
+    for tier, usd in fixed.items():
+        if not (math.isfinite(usd) and usd >= 0):
+            raise DataError(f"--cost {tier}={usd:g}: a cost must be a number of USD, 0 or more")
     book = None
     if prices:
         from tiergate.costs.pricebook import load_pricebook
