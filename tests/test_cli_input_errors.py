@@ -140,3 +140,58 @@ def test_router_train_refuses_bad_costs(tmp_path: Path, monkeypatch: pytest.Monk
                          str(tmp_path / "r"), "--cost", cost, "--cost", "large=0.002")
     assert_one_error(code, err, message)
     assert not (tmp_path / "r").exists()
+
+
+# -- outputs and stores --------------------------------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("args", [
+    ["tco", "-s", str(ROOT / "examples/tco/document-classification.yaml"), "--json", "{out}"],
+    ["tco", "-s", str(ROOT / "examples/tco/document-classification.yaml"), "--no-chart", "--html", "{out}"],
+    ["tco", "-s", str(ROOT / "examples/tco/document-classification.yaml"), "--chart", "{out}"],
+    ["costs", "report", "-c", "{cfg}", "--db", "{url}", "--json", "{out}"],
+    ["costs", "report", "-c", "{cfg}", "--db", "{url}", "--chart", "{out}"],
+    ["costs", "report", "-c", "{cfg}", "--db", "{url}", "--html", "{out}"],
+    ["advise", "--profile", str(ROOT / "examples/advise/document-classification.yaml"), "--json", "{out}"],
+    ["analyze", "-c", "{cfg}", "--db", "{url}", "--chart", "{out}"],
+    ["analyze", "-c", "{cfg}", "--db", "{url}", "--json", "{out}"],
+    ["router", "eval", "--router", "{tmp}/r", "--outcomes", "{tmp}/o.jsonl", "--json", "{out}"],
+    ["router", "eval", "--router", "{tmp}/r", "--outcomes", "{tmp}/o.jsonl", "--html", "{out}"],
+    ["router", "boundary", "--router", "{tmp}/r", "--data", "{tmp}/d.csv", "--json", "{out}"],
+])
+def test_unwritable_outputs_are_refused_before_the_work(setup: tuple[str, str], tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str], args: list[str]) -> None:
+    cfg, url = setup
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    out = tmp_path / "blocker" / "out.x"
+    subs = {"{out}": str(out), "{cfg}": cfg, "{url}": url, "{tmp}": str(tmp_path)}
+    args = [subs.get(a, a).replace("{tmp}", str(tmp_path)) for a in args]
+    monkeypatch.chdir(tmp_path)
+    code, err = run_main(monkeypatch, capsys, *args)
+    option = args[args.index(str(out)) - 1]
+    assert_one_error(code, err, f"{option} {out}: its directory {out.parent} exists and is not a directory")
+    assert not list(tmp_path.glob("*.png"))  # refused before the report, not after
+
+
+def test_tco_output_folders_are_created_as_every_command_creates_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "new" / "dir"
+    code, _ = run_main(monkeypatch, capsys, "tco", "-s", str(ROOT / "examples/tco/document-classification.yaml"),
+                       "--json", str(out / "t.json"), "--chart", str(out / "t.png"))
+    assert code == 0 and json.loads((out / "t.json").read_text())["scenario"] == "document-classification"
+
+
+@pytest.mark.parametrize("args", [
+    ["costs", "report"], ["advise", "--from-traffic"], ["rollout", "status"], ["monitor", "status"],
+    ["rollout", "history"], ["rollout", "advance", "intents"], ["analyze"],
+])
+def test_read_only_commands_refuse_a_missing_store(setup: tuple[str, str], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str], args: list[str]) -> None:
+    cfg, _ = setup
+    typo = tmp_path / "typo.db"
+    code, err = run_main(monkeypatch, capsys, *args, "-c", cfg, "--db", f"sqlite:///{typo}")
+    assert_one_error(code, err, f"no capture store at {typo}")
+    assert not typo.exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from tiergate.cli.common import ConfigOption, DbOption, get_config, open_engine
+from tiergate.cli.common import ConfigOption, DbOption, check_output_file, get_config, open_engine
 
 
 def analyze(
@@ -41,9 +41,12 @@ def analyze(
 
     if clusters != "auto" and not (clusters.isdigit() and int(clusters) >= 1):
         raise typer.BadParameter(f"--clusters {clusters!r}: 'auto' or a positive number")
+    for path, option in ((json_path, "--json"), (chart, "--chart")):
+        if path is not None:
+            check_output_file(path, option)
     cfg = get_config(config, db)
     start = None if since in (None, "all") else parse_since(since)
-    result = analyze_store(open_engine(cfg), cfg, since=start, workload=workload,
+    result = analyze_store(open_engine(cfg, create=False), cfg, since=start, workload=workload,
                            clusters=clusters if clusters == "auto" else int(clusters), small_tier=small_tier,
                            max_requests=max_requests, spec_threshold=spec_threshold,
                            volume_threshold=volume_threshold, system_weight=system_weight,
@@ -53,7 +56,6 @@ def analyze(
     for path, data, what in ((json_path, lambda: (json.dumps(report, indent=2) + "\n").encode(), "JSON analysis"),
                              (chart, lambda: quadrant_png(report), "quadrant chart")):
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data())
             typer.echo(f"wrote {what}: {path}")
 

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from tiergate.cli.common import ConfigOption, DbOption, get_config, open_engine
+from tiergate.cli.common import ConfigOption, DbOption, check_output_file, get_config, open_engine
 
 T = TypeVar("T")
 
@@ -35,8 +35,15 @@ def _call(fn: Callable[..., T], *args: Any) -> T:
         return fn(*args)
 
 
+def _outputs(*pairs: tuple[Path | None, str]) -> None:
+    """Refuse, before any work, an output path that cannot be written (its folder is created, as every
+    command's output checks do)."""
+    for path, option in pairs:
+        if path is not None:
+            check_output_file(path, option)
+
+
 def _write(path: Path, write: Callable[[Path], Any], what: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     write(path)
     typer.echo(f"wrote {what}: {path}")
 
@@ -56,15 +63,18 @@ def tco(
 
     from tiergate.costs.tco_report import render_console, run_scenario
 
+    _outputs((json_path, "--json"), (html_path, "--html"), (None if no_chart else chart, "--chart"))
     report = _call(run_scenario, scenario, pricebook)
+    if not no_chart and chart is None:
+        chart = check_output_file(Path(f"{report['scenario']}-tco.png"), "--chart")
     render_console(report, Console())
     png: bytes | None = None
-    if not no_chart:
+    if chart is not None and not no_chart:
         from tiergate.costs.tco_html import chart_png
 
         png = chart_png(report)
         data = png
-        _write(chart or Path(f"{report['scenario']}-tco.png"), lambda p: p.write_bytes(data), "chart")
+        _write(chart, lambda p: p.write_bytes(data), "chart")
     if json_path is not None:
         _write(json_path, lambda p: p.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8"), "JSON report")
     if html_path is not None:
@@ -96,6 +106,7 @@ def advise(
     console = Console()
     if (profile is None) == (not from_traffic):
         raise typer.BadParameter("give --profile FILE or --from-traffic (one of them)")
+    _outputs((json_path, "--json"))
     if profile is not None:
         advice = _call(advise_file, profile, pricebook)
         render_advice(advice, console)
@@ -109,7 +120,7 @@ def advise(
         cfg = get_config(config, db)
         given = read_yaml_mapping(answers, "answers") if answers is not None else None
         book = _call(load_pricebook, pricebook if pricebook is not None else cfg.pricebook)
-        pairs = _call(lambda: traffic_profiles(open_engine(cfg), cfg, workload=workload, answers=given,
+        pairs = _call(lambda: traffic_profiles(open_engine(cfg, create=False), cfg, workload=workload, answers=given,
                                                since=parse_since(since), book=book))
         result = {}
         for prof, stats in pairs:
@@ -146,10 +157,12 @@ def costs_report(
     from tiergate.costs.report import parse_since, spend_report
     from tiergate.costs.spend_render import chart_png, render_console, write_html
 
+    _outputs((json_path, "--json"), (chart, "--chart"), (html_path, "--html"))
     cfg = get_config(config, db)
     book = _call(load_pricebook, pricebook if pricebook is not None else cfg.pricebook)
     start = None if since in (None, "all") else parse_since(since)
-    report = spend_report(open_engine(cfg), cfg, since=start, workload=workload, baseline=baseline, book=book)
+    report = spend_report(open_engine(cfg, create=False), cfg, since=start, workload=workload, baseline=baseline,
+                          book=book)
     render_console(report, Console())
     png = chart_png(report) if chart is not None or html_path is not None else None
     if chart is not None and png is not None:

@@ -28,11 +28,13 @@ Reason = Annotated[Optional[str], typer.Option("--reason", "-r", help="why (kept
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
-def _store(config: Optional[Path], db: Optional[str]) -> Any:
+def _store(config: Optional[Path], db: Optional[str], *, create: bool = False) -> Any:
+    """The config and its rollout store; a SQLite store that does not exist is an error unless `create` (only
+    `rollout start` may begin one: the others read or change a rollout that must already be there)."""
     from tiergate.rollout.state import RolloutStore
 
     cfg = get_config(config, db)
-    return cfg, RolloutStore(open_engine(cfg))
+    return cfg, RolloutStore(open_engine(cfg, create=create))
 
 
 def _when(ts: float | None) -> str:
@@ -62,7 +64,7 @@ def register(app: typer.Typer) -> None:
         from tiergate.rollout.inspect import rollout_status
 
         cfg = get_config(config, db)
-        rows = rollout_status(open_engine(cfg), cfg, workload)
+        rows = rollout_status(open_engine(cfg, create=False), cfg, workload)
         if as_json:
             typer.echo(json.dumps(rows, indent=2, default=str))
             return
@@ -94,7 +96,7 @@ def register(app: typer.Typer) -> None:
         from tiergate.rollout.inspect import rollout_options, start_options
         from tiergate.rollout.state import default_stages
 
-        cfg, store = _store(config, db)
+        cfg, store = _store(config, db, create=True)
         opts = rollout_options(cfg, workload)
         current = store.get(workload)
         primary = primary or (opts.primary if opts else None) or (current.primary if current else None)
@@ -169,7 +171,7 @@ def register(app: typer.Typer) -> None:
 
         from tiergate.monitor.status import monitor_status as read
 
-        data = read(open_engine(get_config(config, db)), workload)
+        data = read(open_engine(get_config(config, db), create=False), workload)
         if as_json:
             typer.echo(json.dumps(data, indent=2, default=str))
             return
@@ -205,7 +207,7 @@ def register(app: typer.Typer) -> None:
         trainer = dict(s.split("=", 1) for s in (sets or []))
         options = RetrainOptions(out=out, frontier=frontier, since_days=since_days, current=current, margin=margin,
                                  min_examples=min_examples, trainer=trainer, start_rollout=start_rollout)
-        report = retrain(open_engine(cfg), cfg, workload, options)
+        report = retrain(open_engine(cfg, create=False), cfg, workload, options)
         if as_json:
             typer.echo(json.dumps(report.to_json(), indent=2, default=str))
             return

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
+from tiergate.cli.common import check_output_dir, check_output_file
 from tiergate.errors import ConfigError
 
 Sets = Annotated[list[str] | None, typer.Option("--set", help="option key=value (repeatable; values parsed as YAML)")]
@@ -89,9 +90,15 @@ def _outcomes(path: str, costs: list[str] | None, prices: list[str] | None) -> A
 
 def _write_json(path: Path | None, data: Any) -> None:
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, indent=2, default=float) + "\n")
         typer.echo(f"wrote {path}", err=True)
+
+
+def _check_outputs(*pairs: tuple[Path | None, str]) -> None:
+    """Refuse, before any work, an output file that cannot be written."""
+    for path, option in pairs:
+        if path is not None:
+            check_output_file(path, option)
 
 
 def _measures(report: dict[str, Any]) -> None:
@@ -151,14 +158,16 @@ def register(app: typer.Typer) -> None:
                     raise ConfigError("--shadow-db needs --small TIER and --large TIER")
                 if agreement not in ("exact", "json", "rouge_l"):
                     raise ConfigError("--agreement must be exact, json or rouge_l")
-                oc = outcomes_from_shadow(open_store(shadow_db), small=small, large=large, workload=workload,
+                oc = outcomes_from_shadow(open_store(shadow_db, create=False), small=small, large=large, workload=workload,
                                           how=agreement)  # type: ignore[arg-type]
                 typer.echo(f"{len(oc)} shadow pairs from {oc.path}")
             elif outcomes is not None:
                 oc = _outcomes(outcomes, cost, price)
             else:
                 raise ConfigError("tiergate router train learned needs --outcomes FILE or --shadow-db URL")
-            model = train_learned_router(oc, _options(LearnedTrainOptions, sets), small=small, large=large)
+            options = _options(LearnedTrainOptions, sets)
+            check_output_dir(out, "--out")
+            model = train_learned_router(oc, options, small=small, large=large)
             model.save(out)
             cv = model.meta["cv"]
             typer.echo(f"{out}: learned router {model.small} -> {model.large}, threshold {model.threshold:.4f}, "
@@ -170,8 +179,10 @@ def register(app: typer.Typer) -> None:
 
             if data is None or val is None:
                 raise ConfigError("tiergate router train boundary needs --data FILE and --val FILE")
+            options = _options(BoundaryFitOptions, sets)
+            check_output_dir(out, "--out")
             model = fit_boundary_from_files(data, val, classifier=classifier, oos=oos, oos_label=oos_label,
-                                            options=_options(BoundaryFitOptions, sets),
+                                            options=options,
                                             text_column=text_column, label_column=label_column)
             model.save(out)
             meta = model.meta
@@ -201,6 +212,7 @@ def register(app: typer.Typer) -> None:
         """The router's cost-quality curve, AIQ, APGR, CPT(50%), CPT(80%), beside random and oracle."""
         from tiergate.routing.evaluation import evaluate_on_outcomes, load_router_model
 
+        _check_outputs((json_out, "--json"), (html_out, "--html"))
         report = evaluate_on_outcomes(load_router_model(router), _outcomes(outcomes, cost, price), small=small,
                                       large=large, threshold=threshold)
         report["router_dir"] = str(router)
@@ -209,7 +221,6 @@ def register(app: typer.Typer) -> None:
         if html_out is not None:
             from tiergate.routing.report import router_html
 
-            html_out.parent.mkdir(parents=True, exist_ok=True)
             html_out.write_text(router_html(report, f"Router {router.name} on {Path(outcomes).name}"))
             typer.echo(f"wrote {html_out}", err=True)
 
@@ -233,6 +244,7 @@ def register(app: typer.Typer) -> None:
 
             if data is None:
                 raise ConfigError("cascade calibration needs --data FILE (labelled validation data)")
+            _check_outputs((out, "--out"))
             result = calibrate_cascade_from_files(classifier, data, target_accuracy=target_accuracy,
                                                   keep_share=keep_share, text_column=text_column,
                                                   label_column=label_column)
@@ -279,6 +291,7 @@ def register(app: typer.Typer) -> None:
         from tiergate.routing.boundary import BoundaryModel
         from tiergate.routing.evaluation import boundary_report
 
+        _check_outputs((json_out, "--json"))
         ds = read_dataset(data, task="classification", text_column=text_column, label_column=label_column)
         report = boundary_report(BoundaryModel.load(router), ds.texts, [str(o) for o in ds.outputs],
                                  oos_label=oos_label, threshold=threshold)
