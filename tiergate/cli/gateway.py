@@ -194,7 +194,7 @@ def config_check(config: Optional[Path] = ConfigOption) -> None:
     console.print(t)
     console.print(f"workloads: {', '.join(cfg.workloads) or '(none: default tier ' + str(cfg.routing.default_tier) + ')'}")
     console.print(f"store: {cfg.store.url.split('@')[-1]}")
-    for path, message in cfg.unset_secrets.items():
+    for message in cfg.unset_secrets.values():
         typer.secho(f"warning: {message} (needed to serve or evaluate that tier)", fg=typer.colors.YELLOW, err=True)
     console.print("[green]config OK[/]")
 

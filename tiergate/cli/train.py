@@ -29,9 +29,11 @@ Data = Annotated[str, typer.Option("--data", help="dataset to score on (CSV or J
 JsonOut = Annotated[Path | None, typer.Option("--json", help="write the JSON report here")]
 HtmlOut = Annotated[Path | None, typer.Option("--html", help="write a self-contained HTML report here")]
 MdOut = Annotated[Path | None, typer.Option("--md", help="write a Markdown report here")]
-ConfigOpt = Annotated[str | None, typer.Option("--config", help="tiergate config (for tier names)")]
-Conc = Annotated[int, typer.Option(help="requests in flight at once")]
-Limit = Annotated[int | None, typer.Option(help="score only the first N examples")]
+ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", envvar="TIERGATE_CONFIG",
+                                               help="tiergate config, for tier names (default: $TIERGATE_CONFIG "
+                                                    "or the embedded defaults)")]
+Conc = Annotated[int, typer.Option(help="requests in flight at once (at least 1)")]
+Limit = Annotated[int | None, typer.Option(help="score only the first N examples (at least 1)")]
 
 
 def _task(task: str | None) -> Any:
@@ -68,7 +70,19 @@ def _parse_sets(pairs: list[str], config_file: str | None) -> dict[str, Any]:
     if config_file:
         import yaml
 
-        loaded = yaml.safe_load(Path(config_file).read_text()) or {}
+        p = Path(config_file)
+        if not p.is_file():
+            raise ConfigError(f"--config {config_file}: " + ("not a file" if p.exists() else "no such file"))
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{config_file}: not UTF-8 text ({exc.reason})") from exc
+        except OSError as exc:
+            raise ConfigError(f"{config_file}: cannot read it ({exc.strerror or exc})") from exc
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{config_file}{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"{config_file}: the top level must be a mapping of trainer options")
         values.update(loaded)
@@ -94,8 +108,10 @@ def register(app: typer.Typer) -> None:
         scrub_pii: Annotated[bool, typer.Option("--scrub-pii", help="replace emails, phones, cards, accounts")] = False,
     ) -> None:
         """Read a dataset (CSV with named columns, JSONL, or the Hugging Face hub) into tiergate JSONL."""
+        from tiergate.cli.common import check_output_file
         from tiergate.data import scrub_dataset, write_jsonl
 
+        check_output_file(out, "--out")
         ds = _read(source, task, text_column, label_column)
         if scrub_pii:
             ds = scrub_dataset(ds)
@@ -124,12 +140,13 @@ def register(app: typer.Typer) -> None:
         db: Annotated[str | None, typer.Option("--db", help="store URL, overriding the config")] = None,
     ) -> None:
         """Turn a workload's captured answers into a dataset (JSONL, or CSV for classification)."""
-        from tiergate.cli.common import get_config
+        from tiergate.cli.common import check_output_file, get_config
         from tiergate.data import export_traffic, write_csv, write_jsonl
 
         suffix = out.suffix.lower()
         if suffix not in (".jsonl", ".json", ".ndjson", ".csv"):
             raise ConfigError(f"--out {out}: write .jsonl (or .csv for classification)")
+        check_output_file(out, "--out")
         cfg = get_config(config, db)
         wl = cfg.workloads.get(workload)
         task = task or (wl.task if wl is not None else None)
@@ -159,8 +176,10 @@ def register(app: typer.Typer) -> None:
         text_column: TextCol = None, label_column: LabelCol = None, task: TaskOpt = None,
     ) -> None:
         """Stratified train / validation / test split; no test input appears in train."""
+        from tiergate.cli.common import check_output_dir
         from tiergate.data import split_dataset, write_jsonl
 
+        check_output_dir(out_dir, "--out-dir")
         splits = split_dataset(_read(file, task, text_column, label_column), val=val, test=test, seed=seed)
         for part in ("train", "validation", "test"):
             path = write_jsonl(getattr(splits, part), out_dir / f"{part}.jsonl")
@@ -190,8 +209,14 @@ def register(app: typer.Typer) -> None:
             return
         if train_file is None or out is None:
             raise ConfigError("tiergate train needs --train FILE and --out DIR")
+        from tiergate.cli.common import check_output_dir
+
         config = t.make_config(_parse_sets(sets or [], config_file))
-        train_ds = _read(train_file, task, text_column, label_column)
+        check_output_dir(out, "--out")
+        if register_model:
+            ModelRegistry().check_writable()
+        # a trainer of one task reads the data as that task (not as guessed from a few examples)
+        train_ds = _read(train_file, task or (t.tasks[0] if len(t.tasks) == 1 else None), text_column, label_column)
         eval_ds = _read(eval_file, train_ds.task, text_column, label_column) if eval_file else None
         typer.echo(f"training {trainer} on {_summary(train_ds)}")
         model = t.train(train_ds, eval_ds, out, config)
@@ -204,24 +229,62 @@ def register(app: typer.Typer) -> None:
     def _run_eval(models: list[str], data: str, config_path: str | None, concurrency: int, limit: int | None,
                   task: str | None, text_column: str | None, label_column: str | None) -> list[Any]:
         from tiergate.evaluate import EvalOptions, evaluate_tier, resolve_tier
+        from tiergate.evaluate.harness import tier_task
 
-        ds = _read(data, task, text_column, label_column)
+        options = EvalOptions(concurrency=concurrency, limit=limit)
+        # every name is resolved (and refused) before anything is evaluated
+        tiers = [resolve_tier(spec, config_path) for spec in models]
+        ds = _read(data, _eval_task(tiers, [tier_task(t) for t in tiers], data, task), text_column, label_column)
         reports = []
-        for spec in models:
-            tier = resolve_tier(spec, config_path)
+        for tier in tiers:
             typer.echo(f"evaluating {tier.name} ({tier.kind}) on {_summary(ds)}", err=True)
-            reports.append(evaluate_tier(tier, ds, EvalOptions(concurrency=concurrency, limit=limit)))
+            reports.append(evaluate_tier(tier, ds, options))
         return reports
+
+    def _eval_task(tiers: list[Any], tasks: list[str | None], data: str, task: str | None) -> str | None:
+        """The task to read the data as: the one the tiers are built for (a classifier classifies), --task, else
+        guessed from the data. A tier scored on data of another task is refused."""
+        fixed = {t.name: k for t, k in zip(tiers, tasks, strict=True) if k is not None}
+        if len(set(fixed.values())) > 1:
+            raise ConfigError("the tiers are built for different tasks: "
+                              + ", ".join(f"{n} ({k})" for n, k in fixed.items()))
+        if not fixed:
+            return task
+        name, wanted = next(iter(fixed.items()))
+        if task is not None and task != wanted:
+            raise ConfigError(f"--task {task}: tier {name!r} does {wanted}")
+        if not data.startswith("hf://"):
+            found = _read(data, None).task  # what the file holds, by its outputs
+            if wanted == "extraction" or found == "extraction":
+                if found != wanted:
+                    raise DataError(f"tier {name!r} does {wanted}, but this file holds {found} data "
+                                    f"({'JSON objects' if found == 'extraction' else 'text'} as outputs)",
+                                    path=data)
+        return wanted
 
     def _show(reports: list[Any]) -> None:
         from rich.table import Table
 
-        from tiergate.evaluate.report import _fmt, scalar_metrics
+        from tiergate.evaluate.report import _fmt, datasets_differ, scalar_metrics
 
         table = Table("metric", *[f"{r.tier} ({r.tier_kind})" for r in reports])
+        if datasets_differ(reports):
+            table.add_row("dataset", *[str(r.dataset or "n/a") for r in reports])
+            table.add_row("examples", *[str(r.n) for r in reports])
+            table.add_row("data hash", *[(r.data_hash or "n/a")[:19] for r in reports])
         for m in scalar_metrics(reports):
             table.add_row(m, *[_fmt(r.metrics.get(m)) for r in reports])
         _console().print(table)
+
+    def _check_outputs(json_out: Path | None, html_out: Path | None, md_out: Path | None, concurrency: int,
+                       limit: int | None) -> None:
+        from tiergate.cli.common import check_output_file, check_positive
+
+        check_positive(concurrency, "--concurrency")
+        check_positive(limit, "--limit")
+        for path, option in ((json_out, "--json"), (html_out, "--html"), (md_out, "--md")):
+            if path is not None:
+                check_output_file(path, option)
 
     @app.command("eval")
     def eval_cmd(model: Model, data: Data, json_out: JsonOut = None, html_out: HtmlOut = None, md_out: MdOut = None,
@@ -230,6 +293,7 @@ def register(app: typer.Typer) -> None:
         """Score one tier on a dataset: quality, latency, cost."""
         from tiergate.evaluate import write_reports
 
+        _check_outputs(json_out, html_out, md_out, concurrency, limit)
         reports = _run_eval([model], data, config, concurrency, limit, task, text_column, label_column)
         write_reports(reports, json_path=json_out, md_path=md_out, html_path=html_out)
         _show(reports)
@@ -245,7 +309,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Two or more tiers side by side, from saved reports or evaluated now on --data."""
         from tiergate.evaluate import load_reports, write_reports
+        from tiergate.evaluate.report import datasets_differ, describe_dataset
 
+        _check_outputs(json_out, html_out, md_out, concurrency, limit)
         reports = [r for path in reports_in or [] for r in load_reports(path)]
         if model:
             if data is None:
@@ -255,6 +321,11 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("compare needs at least two tiers (reports or --model)")
         if len({r.task for r in reports}) > 1:
             raise DataError("the reports are of different tasks: " + ", ".join(sorted({r.task for r in reports})))
+        if datasets_differ(reports):
+            import warnings
+
+            warnings.warn("the tiers were scored on different datasets, so their figures are not comparable: "
+                          + "; ".join(f"{r.tier}: {describe_dataset(r)}" for r in reports), stacklevel=1)
         write_reports(reports, json_path=json_out, md_path=md_out, html_path=html_out, title="tiergate comparison")
         _show(reports)
 

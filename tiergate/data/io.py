@@ -29,10 +29,14 @@ def reading(path: str) -> Iterator[None]:
         yield
     except FileNotFoundError:
         raise DataError("file not found", path=path) from None
+    except IsADirectoryError:
+        raise DataError("is a directory, not a file", path=path) from None
     except UnicodeDecodeError as exc:
         raise DataError(f"not UTF-8 text ({exc.reason})", path=path) from exc
     except csv.Error as exc:
         raise DataError(f"not valid CSV ({exc})", path=path) from exc
+    except OSError as exc:
+        raise DataError(f"cannot read it ({exc.strerror or exc})", path=path) from exc
 
 
 def json_lines(path: str) -> Iterator[tuple[int, Any]]:

@@ -44,6 +44,12 @@ class EvalOptions:
     extra_body: dict[str, Any] | None = None
     """Fields added to every request, e.g. {"response_format": {"type": "json_object"}} for JSON mode."""
 
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigError(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"limit must be at least 1, got {self.limit}")
+
 
 @dataclass
 class TierReport:
@@ -99,11 +105,44 @@ def resolve_tier(spec: str, config_path: str | None = None, name: str | None = N
         raise ConfigError(f"{path}: models of tier kind {kind!r} are served through a tier in the config")
     from tiergate.config import load_config
 
-    config = load_config(config_path)
+    if Path(spec).exists():
+        raise ConfigError(f"{spec}: not a trained model directory (no tiergate-model.json)")
+    config = load_config(config_path, require_secrets=False)
     if spec not in config.tiers:
         raise ConfigError(f"{spec!r} is neither a model directory, a registered model nor a tier "
                           f"(tiers: {', '.join(config.tiers)})")
+    config.check_secrets(spec)
     return build_tier(name or spec, config.tiers[spec])
+
+
+def tier_task(tier: Tier) -> str | None:
+    """The task a tier is built for, when it has one: a classifier classifies, an extractor extracts, a LoRA
+    adapter does what its manifest says it was trained on; None for general tiers (LMs, upstream APIs)."""
+    if tier.kind == "classifier":
+        return "classification"
+    if tier.kind == "extractor":
+        return "extraction"
+    adapter = getattr(tier.config, "adapter", None)
+    if adapter:
+        from tiergate.train.manifest import is_model_dir, read_manifest
+
+        if is_model_dir(adapter):
+            task = read_manifest(adapter).get("task")
+            return task if isinstance(task, str) else None
+    return None
+
+
+def tier_pricer(tier: Tier, price: PriceConfig | None = None):  # type: ignore[no-untyped-def]
+    """The tier's pricer (`price`, else its config's), or None when its price is unknown: an unpriced tier's
+    cost is reported as n/a, not as 0."""
+    from tiergate.costs.pricing import build_pricer
+
+    price = price if price is not None else getattr(tier.config, "price", None)
+    if price is None:
+        return None
+    model = getattr(tier.config, "model", None) if tier.kind == "upstream" else None
+    pricer = build_pricer(price, None, model=model, warn=False)
+    return None if pricer.unknown else pricer
 
 
 def request_cost(price: PriceConfig | None, prompt_tokens: int, completion_tokens: int,
@@ -178,7 +217,7 @@ async def evaluate_tier_async(tier: Tier, dataset: Dataset, options: EvalOptions
     lat = [0.0] * n
     tokens = [(0, 0)] * n
     errors: list[str | None] = [None] * n
-    sem = asyncio.Semaphore(max(1, options.concurrency))
+    sem = asyncio.Semaphore(options.concurrency)
 
     async def one(i: int) -> None:
         async with sem:
@@ -194,10 +233,10 @@ async def evaluate_tier_async(tier: Tier, dataset: Dataset, options: EvalOptions
     started = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
     wall = time.perf_counter() - started
-    price = options.price if options.price is not None else getattr(tier.config, "price", None)
-    rps = n / wall if wall > 0 else None
+    pricer = tier_pricer(tier, options.price)
     scored = Scored(task=dataset.task, golds=dataset.outputs, preds=preds, confidences=confs, latencies_ms=lat,
-                    costs_usd=[request_cost(price, p, c, rps) for p, c in tokens], wall_s=wall, errors=errors,
+                    costs_usd=[pricer.cost(p, c) for p, c in tokens] if pricer is not None else [], wall_s=wall,
+                    errors=errors,
                     labels=dataset.labels() if dataset.task == "classification" else [],
                     options={"embedding_model": options.embedding_model})
     metrics = compute_metrics(scored, options.metrics)
@@ -217,7 +256,13 @@ def evaluate_tier(tier: Tier, dataset: Dataset, options: EvalOptions | None = No
     """Start the tier, score it on `dataset`, close it (synchronous; for the CLI and benchmarks)."""
 
     async def run() -> TierReport:
-        await tier.start()
+        try:
+            await tier.start()
+        except OSError as exc:  # a model directory with missing or broken files (transformers says OSError)
+            where = getattr(tier.config, "adapter", None) or getattr(tier.config, "model", tier.name)
+            raise ConfigError(f"{where}: cannot load the model of tier {tier.name!r} "
+                              f"({str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__})"
+                              ) from exc
         try:
             return await evaluate_tier_async(tier, dataset, options)
         finally:

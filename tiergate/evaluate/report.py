@@ -38,22 +38,42 @@ def scalar_metrics(reports: list[TierReport]) -> list[str]:
     return names + extra + [m for m in PERFORMANCE if any(m in r.metrics for r in reports)]
 
 
+def datasets_differ(reports: list[TierReport]) -> bool:
+    """True when the reports were not scored on the same examples (other data hash or count)."""
+    return len({(r.data_hash, r.n) for r in reports}) > 1
+
+
+def describe_dataset(report: TierReport) -> str:
+    return f"{report.dataset or 'n/a'} ({report.n} examples{', ' + report.data_hash if report.data_hash else ''})"
+
+
 def combined_json(reports: list[TierReport]) -> dict[str, Any]:
     if len(reports) == 1:
         return reports[0].to_json()
     first = reports[0]
+    if datasets_differ(reports):  # no one dataset to name: each tier's own is in its entry
+        return {"task": first.task, "n": None, "dataset": None, "data_hash": None, "datasets_differ": True,
+                "tiers": [r.to_json() for r in reports]}
     return {"task": first.task, "n": first.n, "dataset": first.dataset, "data_hash": first.data_hash,
             "tiers": [r.to_json() for r in reports]}
 
 
 def load_reports(path: str | Path) -> list[TierReport]:
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError("report not found", path=str(path)) from None
+    except IsADirectoryError:
+        raise DataError("is a directory, not a report file", path=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not a tiergate report (not UTF-8 text: {exc.reason})", path=str(path)) from exc
+    except OSError as exc:
+        raise DataError(f"cannot read the report ({exc.strerror or exc})", path=str(path)) from exc
     except json.JSONDecodeError as exc:
         raise DataError(f"malformed report JSON ({exc.msg})", path=str(path), line=exc.lineno) from exc
-    items = data.get("tiers", [data]) if isinstance(data, dict) else []
+    items = data.get("tiers", [data]) if isinstance(data, dict) else None
+    if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
+        raise DataError("not a tiergate report (want the JSON object `tiergate eval --json` writes)", path=str(path))
     try:
         return [TierReport.from_json(item) for item in items]
     except KeyError as exc:
@@ -79,8 +99,13 @@ def confused_pairs(report: TierReport, top: int = 10) -> list[tuple[str, str, in
 
 def markdown_report(reports: list[TierReport], title: str = "tiergate evaluation") -> str:
     first = reports[0]
-    lines = [f"# {title}", "", f"- task: {first.task}", f"- examples: {first.n}",
-             f"- dataset: {first.dataset or 'n/a'} ({first.data_hash or ''})", ""]
+    if datasets_differ(reports):
+        lines = [f"# {title}", "", f"- task: {first.task}",
+                 "- **the tiers were scored on different datasets; their figures are not comparable:**"]
+        lines += [f"  - {r.tier}: {describe_dataset(r)}" for r in reports] + [""]
+    else:
+        lines = [f"# {title}", "", f"- task: {first.task}", f"- examples: {first.n}",
+                 f"- dataset: {first.dataset or 'n/a'} ({first.data_hash or ''})", ""]
     lines.append("| metric | " + " | ".join(f"{r.tier} ({r.tier_kind})" for r in reports) + " |")
     lines.append("|---|" + "---|" * len(reports))
     for m in scalar_metrics(reports):
@@ -174,12 +199,16 @@ def html_report(reports: list[TierReport], title: str = "tiergate evaluation") -
                                 f"<tr><td>{e(str(m['input']))}</td><td>{e(json.dumps(m['expected'], ensure_ascii=False))}"
                                 f"</td><td>{e(str(m['answer'] if m['error'] is None else 'error: ' + m['error']))}</td></tr>"
                                 for m in r.mistakes[:15]) + "</table>")
+    if datasets_differ(reports):
+        about = ("<b>the tiers were scored on different datasets; their figures are not comparable</b><ul>"
+                 + "".join(f"<li>{e(r.tier)}: <code>{e(describe_dataset(r))}</code></li>" for r in reports) + "</ul>")
+    else:
+        about = f"{first.n} examples, dataset <code>{e(str(first.dataset))}</code>"
     style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;"
              "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;font-size:14px}"
              "img{max-width:100%;margin:8px;vertical-align:top}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{style}</style>"
-            f"</head><body><h1>{e(title)}</h1><p>task <b>{e(first.task)}</b>, {first.n} examples, dataset "
-            f"<code>{e(str(first.dataset))}</code></p><table><tr><th>metric</th>{head}</tr>{rows}</table>"
+            f"</head><body><h1>{e(title)}</h1><p>task <b>{e(first.task)}</b>, {about}</p><table><tr><th>metric</th>{head}</tr>{rows}</table>"
             f"<div>{imgs}</div>{''.join(sections)}</body></html>\n")
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -126,6 +127,23 @@ def calibrate(logits: np.ndarray, eval_y: list[int], lexical_logp: np.ndarray | 
         calibration["lexical_weight"] = weight
         extra["lexical_weight"] = weight
     return temperature, weight, calibration, {**after, "ece_uncalibrated": before["ece"], **extra}
+
+
+def check_eval_labels(train_labels: list[str], eval_ds: Dataset) -> None:
+    """Validation examples whose label the training data never shows cannot be answered right: none known is
+    an error (wrong file, or another label spelling); some unknown is warned about, with how many examples."""
+    known = set(train_labels)
+    counts = eval_ds.label_counts()
+    unknown = sorted(label for label in counts if label not in known)
+    if not unknown:
+        return
+    shown = ", ".join(repr(label) for label in unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+    if len(unknown) == len(counts):
+        raise DataError(f"no validation label is a training label (validation labels: {shown}; training labels: "
+                        f"{', '.join(sorted(known)[:10])}{' ...' if len(known) > 10 else ''})", path=eval_ds.path)
+    n = sum(counts[label] for label in unknown)
+    warnings.warn(f"{eval_ds.path}: {n} of {len(eval_ds)} validation examples have labels the training data does "
+                  f"not have ({shown}); they count as wrong answers", stacklevel=3)
 
 
 def split_outliers(ds: Dataset, label: str | None, required: bool = False) -> tuple[Dataset, list[str]]:
@@ -248,6 +266,7 @@ class ClassifierTrainer(Trainer[ClassifierConfig]):
         if eval_ds is not None:
             self.check_task(eval_ds)
             eval_ds = split_outliers(eval_ds, config.outlier_label)[0]  # outliers are not scored as a class
+            check_eval_labels(split_outliers(train_ds, config.outlier_label)[0].labels(), eval_ds)
         if config.members > 1:
             return self._train_ensemble(train_ds, eval_ds, out, config, data_hash, started)
         train_ds, outliers = split_outliers(train_ds, config.outlier_label, required=True)

@@ -4,6 +4,7 @@ each trainer's config extends with its own fields and defaults (each field's hel
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -11,6 +12,15 @@ from typing import Any
 # of these may be resumed.
 RUN_ONLY = frozenset({"resume", "progress", "keep_checkpoints", "checkpoint_every", "clean_checkpoints",
                       "device", "num_threads", "eval_every_epoch", "inference_batch_size"})
+
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_device(device: str) -> None:
+    """Refuse a device torch would reject only once training starts."""
+    if not _DEVICE.match(str(device)):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' (or 'cuda:N') or 'mps', got {device!r}")
 
 
 def opt(default: Any, help: str) -> Any:
@@ -50,6 +60,7 @@ class EncoderTrainConfig:
     progress: bool = opt(True, "show progress bars")
 
     def __post_init__(self) -> None:
+        check_device(self.device)
         if self.epochs <= 0 and not self.max_steps:
             raise ValueError("epochs must be positive (or set max_steps)")
         if self.max_steps is not None and self.max_steps < 1:

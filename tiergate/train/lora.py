@@ -159,9 +159,15 @@ class LoraTrainer(Trainer[LoraTrainerConfig]):
 
         torch.manual_seed(config.seed)  # LoRA A matrices are drawn here
         with LOAD_LOCK:  # new LoRA modules race other threads' from_pretrained (see tiers.hf.LOAD_LOCK)
-            model = get_peft_model(model, LoraConfig(
-                r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                target_modules=config.modules(), bias="none", task_type="CAUSAL_LM"))
+            try:
+                model = get_peft_model(model, LoraConfig(
+                    r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                    target_modules=config.modules(), bias="none", task_type="CAUSAL_LM"))
+            except ValueError as exc:  # PEFT: no module matches target_modules (NoMatchingPeftModuleError)
+                from tiergate.errors import ConfigError
+
+                raise ConfigError(f"lora trainer: target_modules {config.target_modules!r}: "
+                                  f"{str(exc).splitlines()[0]}") from exc
         trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
 
         lengths = [len(e.input_ids) for e in train_sft]

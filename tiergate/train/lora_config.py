@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from tiergate.train.encoder_config import check_device
+
 # Options that change how a run is carried out, not what it computes: a checkpoint made under other values
 # of these may be resumed (on another device, with more or fewer checkpoints, ...).
 RUN_ONLY = frozenset({"resume", "progress", "keep_checkpoints", "checkpoint_every", "clean_checkpoints",
@@ -67,6 +69,7 @@ class LoraTrainerConfig:
     progress: bool = _opt(True, "show progress bars")
 
     def __post_init__(self) -> None:
+        check_device(self.device)
         if self.epochs <= 0 and not self.max_steps:
             raise ValueError("epochs must be positive (or set max_steps)")
         if self.max_steps is not None and self.max_steps < 1:

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tiergate.errors import DataError, NotFound
+from tiergate.errors import ConfigError, DataError, NotFound
 from tiergate.train.base import TrainedModel
 from tiergate.train.manifest import read_manifest, write_json_atomic, write_manifest
 
@@ -62,6 +62,19 @@ class ModelRegistry:
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root).expanduser() if root is not None else default_registry_dir()
         self.index_path = self.root / "index.json"
+
+    def check_writable(self) -> None:
+        """Refuse, before a training run, a registry directory the model could not be registered in."""
+        import tempfile
+
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".probe-", dir=self.root)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise ConfigError(f"model registry {self.root} (${ENV_VAR}): cannot write there "
+                              f"({exc.strerror or exc}); set {ENV_VAR} or pass --no-register") from exc
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
