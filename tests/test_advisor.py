@@ -149,8 +149,29 @@ def test_unknown_frontier_model_is_a_warning_not_zero(book) -> None:  # type: ig
     advice = advise(_profile(volume={"requests_per_month": 2_000_000, "frontier_model": "house-llm"}), book)
     assert any("house-llm" in w for w in advice.warnings)
     assert advice.payback.frontier_monthly_usd is None and advice.payback.months is None
-    assert {c.rule: c for c in advice.checks}["single workload frontier spend a month"].value is None
-    json.dumps(advice.to_dict(), allow_nan=False)
+    checks = {c.rule: c for c in advice.checks}
+    assert checks["single workload frontier spend a month"].value is None
+    # unknown is neither a pass nor a fail, and a payback that cannot be computed is unknown, not "never"
+    assert checks["single workload frontier spend a month"].passed is None
+    assert checks["frontier spend a month (self-hosting)"].passed is None
+    assert checks["conversations a day (self-hosting)"].passed is True
+    assert advice.payback.months_text == "unknown" and advise(_profile(**LOW), book).payback.months_text == "never"
+    assert not any(a.startswith("volume.frontier_monthly_spend_usd") for a in advice.assumed)  # nothing estimated
+    data = json.loads(json.dumps(advice.to_dict(), allow_nan=False))
+    assert data["payback"]["payback"] == "unknown" and data["checks"][1]["passed"] is None
+
+
+def test_unknown_frontier_price_renders_unknown_not_never_or_no(book) -> None:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    from tiergate.costs.advisor import render_advice
+
+    console = Console(record=True, width=200)
+    render_advice(advise(_profile(volume={"requests_per_month": 2_000_000, "frontier_model": "gpt-99"}), book), console)
+    text = console.export_text()
+    assert re.search(r"payback\s+│\s+unknown", text) and "never" not in text
+    assert re.search(r"single workload frontier spend a month\s+│\s+unknown\s+│\s+3,000\s+│\s+unknown", text)
+    assert "estimated from model and tokens" not in text
 
 
 def test_profile_from_traffic(book) -> None:  # type: ignore[no-untyped-def]

@@ -60,7 +60,8 @@ class Check:
     rule: str
     value: float | None
     threshold: float
-    passed: bool
+    passed: bool | None
+    """None when the value is unknown (a price not in the book): neither passed nor failed."""
     meaning: str
 
 
@@ -73,7 +74,14 @@ class Payback:
     one_time_usd: float
     monthly_savings_usd: float | None
     months: float | None
+    """None: never (no saving a month), or unknown when the saving is (`monthly_savings_usd` None)."""
     breakdown: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def months_text(self) -> str:
+        if self.months is not None:
+            return months_text(self.months)
+        return "unknown" if self.monthly_savings_usd is None else "never"
 
 
 @dataclass
@@ -89,7 +97,9 @@ class Advice:
     warnings: list[str]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["payback"]["payback"] = self.payback.months_text  # months null: "never" or "unknown"
+        return out
 
 
 def frontier_monthly_usd(profile: Profile, book: PriceBook, warnings: list[str]) -> float | None:
@@ -248,11 +258,12 @@ def _checks(p: Profile, frontier: float | None) -> list[Check]:
         Check("volume over the decision threshold", p.volume.per_month, th.volume_per_month,
               p.volume.per_month > th.volume_per_month, "enough volume for a fine-tuned model to pay back"),
         Check("single workload frontier spend a month", spend, th.workload_spend_usd,
-              frontier is not None and frontier > th.workload_spend_usd, "worth a migration project on its own"),
+              None if frontier is None else frontier > th.workload_spend_usd, "worth a migration project on its own"),
         Check("conversations a day (self-hosting)", per_day, th.self_host_per_day, per_day > th.self_host_per_day,
               "self-hosting pays above this daily volume"),
         Check("frontier spend a month (self-hosting)", spend, th.self_host_spend_usd,
-              frontier is not None and frontier > th.self_host_spend_usd, "self-hosting pays above this monthly spend"),
+              None if frontier is None else frontier > th.self_host_spend_usd,
+              "self-hosting pays above this monthly spend"),
     ]
 
 
@@ -281,8 +292,11 @@ def advise(profile: Profile, book: PriceBook) -> Advice:
     elif payback.monthly_savings_usd is not None and not payback.hypothetical:
         reasons.append(f"it costs ${-payback.monthly_savings_usd:,.0f}/month more than the frontier API: "
                        "the move is for the constraints above, not for savings")
+    assumed = profile.assumed()
+    if frontier is None:  # not estimated either: the frontier model has no price (see the warnings)
+        assumed = [a for a in assumed if not a.startswith("volume.frontier_monthly_spend_usd")]
     return Advice(profile.workload, recommendation, steps, reasons, dims, payback, _checks(profile, frontier),
-                  profile.assumed(), warnings)
+                  assumed, warnings)
 
 
 def advise_file(path: str | os.PathLike[str], pricebook: str | os.PathLike[str] | None = None) -> Advice:
@@ -321,14 +335,14 @@ def render_advice(advice: Advice, console: Console) -> None:
     for key, value in [("frontier spend a month", pb.frontier_monthly_usd), (f"{pb.option} a month", pb.option_monthly_usd),
                        ("saved a month", pb.monthly_savings_usd), ("one-time", pb.one_time_usd)]:
         money.add_row(key, "unknown" if value is None else f"{value:,.0f}")
-    money.add_row("payback", "never" if pb.months is None else months_text(pb.months))
+    money.add_row("payback", pb.months_text)
     console.print(money)
     checks = Table(title="rules of thumb", title_justify="left")
     for col in ("check", "value", "threshold", "passes"):
         checks.add_column(col, justify="left" if col == "check" else "right")
     for c in advice.checks:
         checks.add_row(c.rule, "unknown" if c.value is None else f"{c.value:,.0f}", f"{c.threshold:,.0f}",
-                       "[green]yes[/green]" if c.passed else "[red]no[/red]")
+                       "unknown" if c.passed is None else "[green]yes[/green]" if c.passed else "[red]no[/red]")
     console.print(checks)
     if advice.assumed:
         console.print("[yellow]assumed (not in the profile)[/yellow]: " + ", ".join(advice.assumed))
