@@ -12,6 +12,9 @@
     ├── UpstreamError         502      a tier failed (connection error, 5xx after retries, circuit open)
     │   └── UpstreamHTTPError          the upstream answered an error: passed through with its own status
     ├── UpstreamTimeout       504      a tier did not answer in time
+    ├── Unavailable           503      the gateway is shutting down (its grace ran out on this request)
+    ├── ClientClosed          499      the caller went away before the answer (recorded, never sent)
+    ├── InternalError         500      a bug: logged with its traceback, answered in OpenAI's shape
     └── PrivacyViolation      403      no on-prem tier could take a request that must stay on-prem
 
 Third-party errors are translated into this tree where they cross the boundary (`raise X from exc`);
@@ -110,6 +113,26 @@ class UpstreamTimeout(TiergateError):
     status = 504
     type = "upstream_error"
     code = "gateway_timeout"
+
+
+class Unavailable(TiergateError):
+    status = 503
+    type = "server_error"
+    code = "unavailable"
+
+
+class ClientClosed(TiergateError):
+    """Not an answer anyone reads: the status the record and the metrics keep (nginx's 499)."""
+
+    status = 499
+    type = "client_closed"
+    code = "client_closed"
+
+
+class InternalError(TiergateError):
+    status = 500
+    type = "server_error"
+    code = "internal_error"
 
 
 class PrivacyViolation(TiergateError):

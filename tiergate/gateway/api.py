@@ -12,7 +12,6 @@ from starlette.routing import Route
 
 from tiergate.errors import InvalidRequest, PayloadTooLarge, TiergateError
 from tiergate.gateway.core import Gateway
-from tiergate.gateway.errors import error_response
 
 
 def _gw(request: Request) -> Gateway:
@@ -44,13 +43,18 @@ async def chat_completions(request: Request) -> Response:
     try:
         raw = await read_body(request, gw.config.server.max_body_bytes)
     except TiergateError as exc:
-        return error_response(exc)
+        return gw.refuse(exc)
     except ClientDisconnect:
         return Response(status_code=499)
+
+    async def client_gone() -> None:  # the body is read: all the connection can still say is that it closed
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
     try:
-        return await gw.chat(raw, request.headers)
+        return await gw.chat(raw, request.headers, client_gone)
     except TiergateError as exc:  # authentication: refused before a record exists
-        return error_response(exc)
+        return gw.refuse(exc)
 
 
 async def list_models(request: Request) -> Response:
@@ -58,7 +62,7 @@ async def list_models(request: Request) -> Response:
     try:
         await gw.keys.check(request.headers)
     except TiergateError as exc:
-        return error_response(exc)
+        return gw.refuse(exc)
     created = int(gw.started_at)
     data = [{"id": name, "object": "model", "created": created, "owned_by": "tiergate",
              "tiergate": {"routes_to": target}} for name, target in sorted(gw.routing.model_map.items())]
@@ -72,11 +76,11 @@ async def healthz(request: Request) -> Response:
     gw = _gw(request)
     tiers = {n: {"kind": t.kind, "zone": t.zone, "circuit": gw.breakers[n].state.value} for n, t in gw.tiers.items()}
     body: dict[str, Any] = {
-        "status": "ok" if gw.ready else "starting", "uptime_s": round(time.time() - gw.started_at, 1),
+        "status": "stopping" if gw.stopping else "ok" if gw.ready else "starting", "uptime_s": round(time.time() - gw.started_at, 1),
         "tiers": tiers, "writer": {"queue_depth": gw.writer.depth, "written": gw.writer.written,
                                    "spilled": gw.writer.spilled},
     }
-    return JSONResponse(body, status_code=200 if gw.ready else 503)
+    return JSONResponse(body, status_code=200 if gw.ready and not gw.stopping else 503)
 
 
 async def metrics(request: Request) -> Response:

@@ -15,9 +15,9 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import Engine
@@ -25,11 +25,14 @@ from starlette.responses import Response, StreamingResponse
 
 from tiergate.config import Config
 from tiergate.errors import (
+    ClientClosed,
+    InternalError,
     InvalidRequest,
     PermissionDenied,
     PrivacyViolation,
     RateLimited,
     TiergateError,
+    Unavailable,
     UpstreamError,
     UpstreamHTTPError,
     UpstreamTimeout,
@@ -62,6 +65,48 @@ class Dispatched:
     fell_back_from: list[str]
 
 
+T = TypeVar("T")
+
+
+class Flight:
+    """One request in flight, which the gateway can end early with an error: its client went away, or the
+    server's shutdown grace is about to run out. `await flight.run(aw)` awaits under an asyncio timeout with no
+    deadline; `abort(error)` makes that await expire at once (and any later one at its start) and raise `error`.
+    Only the awaits inside `run` are cut, so a stream is never cancelled while a chunk is being sent."""
+
+    __slots__ = ("error", "_cm", "streaming", "body", "shadow")
+
+    def __init__(self) -> None:
+        self.error: TiergateError | None = None
+        self._cm: asyncio.Timeout | None = None
+        self.streaming = False
+        """the response is a stream: its relay records the request, not `chat`"""
+        self.body: dict[str, Any] | None = None
+        self.shadow: str | None = None
+
+    def abort(self, error: TiergateError) -> None:
+        if self.error is None:
+            self.error = error
+            if self._cm is not None:
+                self._cm.reschedule(asyncio.get_running_loop().time())
+
+    async def run(self, aw: Awaitable[T]) -> T:
+        if self.error is not None:
+            getattr(aw, "close", lambda: None)()  # a coroutine that will not run
+            raise self.error
+        cm = asyncio.timeout(None)
+        try:
+            async with cm:
+                self._cm = cm
+                return await aw
+        except TimeoutError:
+            if self.error is not None and cm.expired():
+                raise self.error from None
+            raise
+        finally:
+            self._cm = None
+
+
 class Gateway:
     def __init__(self, config: Config, engine: Engine, *, tiers: dict[str, Tier] | None = None) -> None:
         self.config = config
@@ -91,6 +136,8 @@ class Gateway:
         self.observers: list[Any] = []
         self._shadow_slots = asyncio.Semaphore(config.server.max_shadow_inflight)
         self._background: set[asyncio.Task[None]] = set()
+        self._flights: set[Flight] = set()
+        self.stopping = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -109,8 +156,26 @@ class Gateway:
                 log.warning("closing a tier failed: %s", r)
         await self.writer.close()
 
+    def begin_shutdown(self, grace_s: float) -> None:
+        """The server has stopped taking connections and gives the requests in flight `grace_s` seconds. A little
+        before that runs out, the ones still running are ended here: a 503 in OpenAI's shape (an error event for a
+        stream) and a record that says the gateway shut down, where uvicorn would cancel them with a plain-text
+        500, or a cut stream, and a record with no reason."""
+        self.stopping = True
+        if grace_s > 0:
+            asyncio.get_running_loop().call_later(
+                grace_s - min(2.0, grace_s / 4), self.abort_all,
+                lambda: Unavailable("The gateway is shutting down; retry the request.", code="shutting_down"))
+
+    def abort_all(self, error: Callable[[], TiergateError]) -> None:
+        for flight in list(self._flights):
+            flight.abort(error())
+
     # -- the request path --------------------------------------------------------------------------------------
-    async def chat(self, raw: bytes, headers: Any) -> Response:
+    async def chat(self, raw: bytes, headers: Any,
+                   client_gone: Callable[[], Awaitable[Any]] | None = None) -> Response:
+        """One request, answered and recorded whatever happens. `client_gone` returns when the caller disconnects:
+        the work is then cancelled (a local model stops generating) and recorded as 499."""
         t0 = time.perf_counter()
         key = await self.keys.check(headers)  # unauthenticated requests are refused, not captured
         rec: dict[str, Any] = {
@@ -120,52 +185,73 @@ class Gateway:
         }
         self.inflight += 1
         self.metrics.inflight.inc()
-        streaming = False
-        decision: RouteDecision | None = None
-        body: dict[str, Any] | None = None
+        flight = Flight()
+        self._flights.add(flight)
+        watcher = None
+        if client_gone is not None:
+            watcher = asyncio.ensure_future(client_gone())
+            watcher.add_done_callback(lambda t: t.cancelled() or t.exception() is not None or flight.abort(
+                ClientClosed("The client closed the connection before the answer.")))
         try:
-            if self.inflight > self.config.server.max_inflight:
-                raise RateLimited("The gateway is at its in-flight limit; retry shortly.", code="overloaded")
-            body = parse_body(raw)
-            rec["model"] = body.get("model") if isinstance(body.get("model"), str) else None
-            validate_chat_request(body)
-            workload = self._workload(body, headers)
-            rec["workload"] = workload
-            self._capture_request(rec, body, headers)
-            if key and key.get("workloads") and workload not in key["workloads"]:
-                raise PermissionDenied(f"This key may not use workload {workload!r}.", param="workload")
-            td = time.perf_counter()
-            req = RouteRequest(body, workload, self._sticky(body, headers))
-            decision = await self.routing.route(req)
-            self.metrics.decision.labels(workload).observe(time.perf_counter() - td)
-            rec.update(tier=decision.tier, route_reason=decision.reason, route_score=decision.score)
-            if decision.tier not in self.tiers:
-                raise InvalidRequest(f"route chose unknown tier {decision.tier!r}")
-            self.tiers[decision.tier].check_request(body)
-            if decision.reviewer is not None:
-                result, d = await self._cascade(req, body, decision, rec)
-                if body.get("stream"):
-                    rec["stream"] = True
-                    response = self._stream_result(result, d, decision, rec, t0, body)
-                    streaming = True
-                    return response
-                return self._respond(result, d, decision, rec, t0)
-            if body.get("stream"):
-                rec["stream"] = True
-                response = await self._stream(body, decision, rec, t0)
-                streaming = True  # from here the relay records the request when the stream ends
-                return response
-            result, d = await self._complete(body, decision)
-            return self._respond(result, d, decision, rec, t0)
+            return await flight.run(self._handle(raw, headers, key, rec, flight, t0))
         except TiergateError as exc:
             self._fail(rec, exc, t0)
             return error_response(exc, self._headers(rec))
+        except asyncio.CancelledError:  # the server stopped the request without the gateway's own abort
+            self._fail(rec, ClientClosed("The request was cancelled before its answer."), t0)
+            raise
+        except Exception as exc:
+            log.exception("request %s failed", rec["request_id"])
+            err = InternalError(f"The gateway hit an internal error ({type(exc).__name__}); it has been logged.")
+            self._fail(rec, err, t0)
+            return error_response(err, self._headers(rec))
         finally:
-            if not streaming:
+            if watcher is not None:
+                watcher.cancel()  # a stream listens for its own disconnect
+            if not flight.streaming:
+                self._flights.discard(flight)
                 self._done()
-                await self._record(rec)
-                if decision is not None and decision.shadow and rec["status"] == "ok" and body is not None:
-                    self._spawn_shadow(body, decision.shadow, rec)
+                await asyncio.shield(self._record(rec))  # kept even when this task is being cancelled
+                if flight.shadow and rec["status"] == "ok" and flight.body is not None:
+                    self._spawn_shadow(flight.body, flight.shadow, rec)
+
+    async def _handle(self, raw: bytes, headers: Any, key: dict[str, Any] | None, rec: dict[str, Any],
+                      flight: Flight, t0: float) -> Response:
+        if self.inflight > self.config.server.max_inflight:
+            raise RateLimited("The gateway is at its in-flight limit; retry shortly.", code="overloaded")
+        body = parse_body(raw)
+        rec["model"] = body.get("model") if isinstance(body.get("model"), str) else None
+        validate_chat_request(body)
+        workload = self._workload(body, headers)
+        rec["workload"] = workload
+        self._capture_request(rec, body, headers)
+        allowed = key.get("workloads") if key else None
+        if allowed and (workload not in allowed if isinstance(allowed, list) else workload != allowed):
+            raise PermissionDenied(f"This key may not use workload {workload!r}.", param="workload")
+        td = time.perf_counter()
+        req = RouteRequest(body, workload, self._sticky(body, headers))
+        decision = await self.routing.route(req)
+        self.metrics.decision.labels(workload).observe(time.perf_counter() - td)
+        rec.update(tier=decision.tier, route_reason=decision.reason, route_score=decision.score)
+        if decision.tier not in self.tiers:
+            raise InvalidRequest(f"route chose unknown tier {decision.tier!r}")
+        self.tiers[decision.tier].check_request(body)
+        flight.body, flight.shadow = body, decision.shadow
+        stream = bool(body.get("stream"))
+        rec["stream"] = stream
+        if decision.reviewer is not None:
+            result, d = await self._cascade(req, body, decision, rec)
+            if stream:
+                response = self._stream_result(result, d, decision, rec, t0, body, flight)
+                flight.streaming = True  # from here the relay records the request when the stream ends
+                return response
+            return self._respond(result, d, decision, rec, t0)
+        if stream:
+            response = await self._stream(body, decision, rec, t0, flight)
+            flight.streaming = True
+            return response
+        result, d = await self._complete(body, decision)
+        return self._respond(result, d, decision, rec, t0)
 
     async def _record(self, rec: dict[str, Any]) -> None:
         await self.writer.put(rec)
@@ -384,6 +470,11 @@ class Gateway:
             headers["X-Tiergate-Confidence"] = f"{result.confidence:.6f}"
         return Response(result.body_bytes(), media_type="application/json", headers=headers)
 
+    def refuse(self, exc: TiergateError) -> Response:
+        """An error answered before a record exists (authentication, an oversized body): counted all the same."""
+        self.metrics.errors.labels(str(exc.status)).inc()
+        return error_response(exc)
+
     def _fail(self, rec: dict[str, Any], exc: TiergateError, t0: float) -> None:
         rec.update(status="error", http_status=exc.status, error=f"{type(exc).__name__}: {exc.message}"[:2000])
         rec["latency_ms"] = (time.perf_counter() - t0) * 1000
@@ -426,20 +517,28 @@ class Gateway:
         raise last
 
     async def _stream(self, body: dict[str, Any], decision: RouteDecision, rec: dict[str, Any],
-                      t0: float) -> Response:
+                      t0: float, flight: Flight) -> Response:
         first, agen, d = await self._open_stream(body, decision)
         rec.update(tier=d.tier, route_reason=d.reason)
         headers = self._headers(rec)
-        return StreamingResponse(self._relay(first, agen, d, decision, rec, t0, body), media_type="text/event-stream",
+        return StreamingResponse(self._relay(first, agen, d, decision, rec, t0, body, flight),
+                                 media_type="text/event-stream",
                                  headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     async def _relay(self, first: StreamChunk, agen: AsyncIterator[StreamChunk], d: Dispatched,
                      decision: RouteDecision, rec: dict[str, Any], t0: float, body: dict[str, Any],
-                     cascade: dict[str, Any] | None = None) -> AsyncIterator[bytes]:
+                     flight: Flight, cascade: dict[str, Any] | None = None) -> AsyncIterator[bytes]:
         parts: list[str] = []
         usage: dict[str, Any] | None = None
         finish: str | None = None
         ended = False
+
+        async def next_chunk() -> StreamChunk | None:
+            try:
+                return await flight.run(agen.__anext__())
+            except StopAsyncIteration:
+                return None
+
         try:
             chunk: StreamChunk | None = first
             while chunk is not None:
@@ -455,10 +554,7 @@ class Gateway:
                 if data.get("usage"):
                     usage = data["usage"]
                 if not chunk.forward:  # asked for by the gateway (usage for accounting), not by the caller
-                    try:
-                        chunk = await agen.__anext__()
-                    except StopAsyncIteration:
-                        chunk = None
+                    chunk = await next_chunk()
                     continue
                 for choice in data.get("choices") or ():
                     delta = choice.get("delta") or {}
@@ -467,31 +563,52 @@ class Gateway:
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
                 yield chunk.raw
-                try:
-                    chunk = await agen.__anext__()
-                except StopAsyncIteration:
-                    chunk = None
+                chunk = await next_chunk()
             if not ended:  # the tier ended without [DONE]
                 ended = True
                 yield self._finish_stream(rec, d, decision, parts, usage, finish, body, t0)
                 yield StreamChunk.done().raw
-        except TiergateError as exc:
-            self._fail(rec, exc, t0)
-            rec["answer"] = "".join(parts)
-            yield b"data: " + orjson.dumps(exc.to_openai()) + b"\n\n"
         except asyncio.CancelledError:  # the client went away
-            rec.update(status="error", error="client disconnected", answer="".join(parts))
+            self._fail_stream(rec, d, ClientClosed("The client closed the connection during the stream."),
+                              parts, usage, body, t0)
             raise
+        except Exception as exc:
+            if not isinstance(exc, TiergateError):
+                log.exception("stream of request %s failed", rec["request_id"])
+                exc = InternalError(f"The gateway hit an internal error ({type(exc).__name__}); it has been logged.")
+            self._fail_stream(rec, d, exc, parts, usage, body, t0)
+            yield b"data: " + orjson.dumps(exc.to_openai()) + b"\n\n"
         finally:
             if not ended and rec["status"] == "ok":
                 rec["status"] = "error"
+            self._flights.discard(flight)
             self._done()
             await asyncio.shield(self._record(rec))
             if decision.shadow and rec["status"] == "ok":
                 self._spawn_shadow(body, decision.shadow, rec)
 
+    def _fail_stream(self, rec: dict[str, Any], d: Dispatched, exc: TiergateError, parts: list[str],
+                     usage: dict[str, Any] | None, body: dict[str, Any], t0: float) -> None:
+        """A stream that broke off: the error, and what the tier had already used (its usage when it sent one, an
+        estimate otherwise: an upstream bills the tokens it generated even when nobody read them)."""
+        self._fail(rec, exc, t0)
+        answer = "".join(parts)
+        pt, ct, estimated = self._stream_usage(usage, body, answer)
+        rec.update(answer=answer, response={"usage_estimated": True} if estimated else None)
+        self._account(rec, d.tier, pt, ct)
+
+    @staticmethod
+    def _stream_usage(usage: dict[str, Any] | None, body: dict[str, Any], answer: str) -> tuple[int, int, bool]:
+        """(prompt tokens, completion tokens, estimated): the tier's usage chunk, else ~4 characters a token."""
+        if usage and isinstance(usage.get("prompt_tokens"), int):
+            return int(usage["prompt_tokens"]), int(usage.get("completion_tokens") or 0), False
+        from tiergate.routing.base import message_text
+
+        prompt = "\n".join(message_text(m) for m in body.get("messages", []))
+        return _estimate_tokens(prompt), _estimate_tokens(answer), True
+
     def _stream_result(self, result: TierResult, d: Dispatched, decision: RouteDecision, rec: dict[str, Any],
-                       t0: float, body: dict[str, Any]) -> Response:
+                       t0: float, body: dict[str, Any], flight: Flight) -> Response:
         """A whole answer (a cascade's) sent as a stream: one content delta, finish, usage when asked, [DONE]."""
         from tiergate.tiers.base import make_chunk
 
@@ -521,7 +638,7 @@ class Gateway:
                 yield c
 
         rec.update(tier=d.tier, route_reason=d.reason)
-        relay = self._relay(chunks[0], replay(), d, decision, rec, t0, body, cascade=cascade)
+        relay = self._relay(chunks[0], replay(), d, decision, rec, t0, body, flight, cascade=cascade)
         return StreamingResponse(relay, media_type="text/event-stream",
                                  headers={**self._headers(rec), "Cache-Control": "no-cache"})
 
@@ -529,13 +646,8 @@ class Gateway:
                        usage: dict[str, Any] | None, finish: str | None, body: dict[str, Any], t0: float) -> bytes:
         answer = "".join(parts)
         extra: dict[str, Any] = {"finish_reason": finish}
-        if usage and isinstance(usage.get("prompt_tokens"), int):
-            pt, ct = int(usage["prompt_tokens"]), int(usage.get("completion_tokens") or 0)
-        else:
-            from tiergate.routing.base import message_text
-
-            pt = _estimate_tokens("\n".join(message_text(m) for m in body.get("messages", [])))
-            ct = _estimate_tokens(answer)
+        pt, ct, estimated = self._stream_usage(usage, body, answer)
+        if estimated:
             extra["usage_estimated"] = True
         if d.fell_back_from:
             extra["fallback_from"] = d.fell_back_from

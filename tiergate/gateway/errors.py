@@ -36,8 +36,6 @@ def error_response(exc: TiergateError, headers: dict[str, str] | None = None) ->
         if "retry-after" in {k.lower() for k in exc.headers}:
             hdrs["Retry-After"] = next(v for k, v in exc.headers.items() if k.lower() == "retry-after")
         return Response(body, status_code=exc.status, media_type="application/json", headers=hdrs)
-    if exc.status >= 500 and not isinstance(exc, TiergateError):
-        log.exception("internal error")
     return Response(orjson.dumps(exc.to_openai()), status_code=exc.status, media_type="application/json",
                     headers=headers)
 
@@ -57,7 +55,10 @@ async def http_error_handler(_request: Request, exc: Exception) -> Response:
                     media_type="application/json")
 
 
-async def unhandled_error_handler(_request: Request, exc: Exception) -> Response:
+async def unhandled_error_handler(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
+    gateway = getattr(request.app.state, "gateway", None)
+    if gateway is not None:
+        gateway.metrics.errors.labels("500").inc()
     return Response(error_body("The gateway hit an internal error; it has been logged.", "server_error"),
                     status_code=500, media_type="application/json")

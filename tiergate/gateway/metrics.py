@@ -29,7 +29,8 @@ class Metrics:
                                   registry=r)
         self.shadow_skipped = Counter("tiergate_shadow_skipped", "Shadow calls skipped: all shadow slots busy",
                                       ["workload", "tier"], registry=r)
-        self.errors = Counter("tiergate_errors", "Error responses by HTTP status", ["status"], registry=r)
+        self.errors = Counter("tiergate_errors", "Error responses by HTTP status (499: the client left before "
+                                                  "its answer)", ["status"], registry=r)
         self.inflight = Gauge("tiergate_inflight_requests", "Requests in flight", registry=r)
         self.queue_depth = Gauge("tiergate_writer_queue_depth", "Captured records waiting to be written", registry=r)
         self.records_written = Counter("tiergate_records_written", "Captured records written to the store",

@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 import logging
+import socket
+import sys
+from typing import Any
 
 from tiergate.config import Config
 
 
-def serve(config: Config, *, host: str | None = None, port: int | None = None, workers_note: bool = True) -> None:
+def gateway_server(app: Any, **options: Any) -> Any:
+    """A uvicorn server for the gateway app that tells the gateway when shutdown begins, so requests still running
+    when the grace (`timeout_graceful_shutdown`) is about to run out end with a 503 in OpenAI's shape and a record
+    that says why (see `Gateway.begin_shutdown`)."""
     import uvicorn
 
+    class GatewayServer(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            app.state.gateway.begin_shutdown(float(self.config.timeout_graceful_shutdown or 0))
+            await super().shutdown(sockets)
+
+    return GatewayServer(uvicorn.Config(app, **options))
+
+
+def serve(config: Config, *, host: str | None = None, port: int | None = None, workers_note: bool = True) -> None:
     from tiergate.gateway.app import create_app
 
     logging.basicConfig(level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(config)
-    uvicorn.run(
+    server = gateway_server(
         app,
         host=host or config.server.host,
         port=port if port is not None else config.server.port,
@@ -25,3 +40,6 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None, w
         loop="uvloop",
         lifespan="on",
     )
+    server.run()
+    if not server.started:
+        sys.exit(3)  # as uvicorn.run: the app failed to start (the log says why)

@@ -89,6 +89,9 @@ def validate_chat_request(body: dict[str, Any]) -> None:
     if stop is not None and not (isinstance(stop, str) or (
             isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop))):
         raise InvalidRequest("'stop' must be a string or an array of up to 4 strings.", param="stop")
+    modalities = body.get("modalities")
+    if modalities is not None and not (isinstance(modalities, list) and all(isinstance(m, str) for m in modalities)):
+        raise InvalidRequest("'modalities' must be an array of strings.", param="modalities")
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise InvalidRequest("'metadata' must be an object.", param="metadata")

@@ -20,19 +20,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tiergate.errors import InvalidRequest, NotFound, TiergateError
-from tiergate.gateway.errors import error_response
+from tiergate.errors import InvalidRequest, NotFound
+from tiergate.gateway.admin import admin, json_body, json_response
 from tiergate.rollout.state import ROLLED_BACK, RolloutState, RolloutStore
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS), status_code=status,
-                    media_type="application/json")
 
 
 def _manager(gw: Any) -> Any:
@@ -46,69 +40,44 @@ def _store(gw: Any) -> RolloutStore:
     return manager.store if manager is not None else RolloutStore(gw.engine)
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw:
-        return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("The request body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    return body
-
-
-def _handler(fn):  # type: ignore[no-untyped-def]
-    async def wrapped(request: Request) -> Response:
-        gw = request.app.state.gateway
-        try:
-            gw.keys.check_admin(request.headers)
-            return await fn(request, gw)
-        except TiergateError as exc:
-            return error_response(exc)
-
-    return wrapped
-
-
 async def _adopt(gw: Any, state: RolloutState) -> dict[str, Any]:
     """The stored state (adopted by this process at once) with this process's gate window."""
     manager = _manager(gw)
     if manager is not None and state.workload in manager.runtimes:
         manager.runtimes[state.workload].router.apply(state)
         return dict(manager.status()[state.workload])
-    return state.to_json()
+    return state.tojson_response()
 
 
-@_handler
+@admin
 async def list_rollouts(request: Request, gw: Any) -> Response:
     states = await asyncio.to_thread(_store(gw).list)
-    return _json({"data": [await _adopt(gw, s) for s in states]})
+    return json_response({"data": [await _adopt(gw, s) for s in states]})
 
 
-@_handler
+@admin
 async def show_rollout(request: Request, gw: Any) -> Response:
     workload = request.path_params["workload"]
     manager = _manager(gw)
     if request.query_params.get("view") == "routing" and manager is not None and workload in manager.runtimes:
-        return _json(manager.status()[workload])  # what this process routes by now, without re-reading
+        return json_response(manager.status()[workload])  # what this process routes by now, without re-reading
     state = await asyncio.to_thread(_store(gw).require, workload)
-    return _json(await _adopt(gw, state))
+    return json_response(await _adopt(gw, state))
 
 
-@_handler
+@admin
 async def history(request: Request, gw: Any) -> Response:
     workload = request.path_params["workload"]
     rows = await asyncio.to_thread(_store(gw).history, workload)
     if not rows:
         raise NotFound(f"no rollout history for workload {workload!r}")
-    return _json({"data": rows})
+    return json_response({"data": rows})
 
 
 def _action(kind: str):  # type: ignore[no-untyped-def]
     async def act(request: Request, gw: Any) -> Response:
         workload = request.path_params["workload"]
-        body = await _body(request)
+        body = await json_body(request)
         reason = str(body.get("reason") or f"{kind} via admin API")
         store = _store(gw)
         if kind == "advance":
@@ -125,19 +94,19 @@ def _action(kind: str):  # type: ignore[no-untyped-def]
             state = await asyncio.to_thread(store.start, workload, primary=cur.primary, candidate=cur.candidate,
                                             stages=cur.stages, actor="admin", reason=reason,
                                             candidate_model=cur.candidate_model)
-        return _json(await _adopt(gw, state))
+        return json_response(await _adopt(gw, state))
 
-    return _handler(act)
+    return admin(act)
 
 
-@_handler
+@admin
 async def monitor_status(request: Request, gw: Any) -> Response:
     from tiergate.monitor.monitor import Monitor
     from tiergate.monitor.status import monitor_status as status
 
     live = next((o.status() for o in gw.observers if isinstance(o, Monitor)), None)
     stored = await asyncio.to_thread(status, gw.engine, request.query_params.get("workload"))
-    return _json({"live": live, "stored": stored})
+    return json_response({"live": live, "stored": stored})
 
 
 routes = [

@@ -135,10 +135,9 @@ class Embedder:
         with self._load_lock:
             if self._model is not None:
                 return
-            from sentence_transformers import SentenceTransformer
-
             from tiergate.bundled import encoder_path
             from tiergate.errors import ConfigError
+            from tiergate.tiers.hf import LOAD_LOCK
 
             device = self.device
             if device == "auto":
@@ -146,9 +145,9 @@ class Embedder:
 
                 device = "cuda" if torch.cuda.is_available() else "cpu"
             try:
-                from tiergate.tiers.hf import LOAD_LOCK
+                with LOAD_LOCK:  # the import too: transformers' lazy names race other loading threads
+                    from sentence_transformers import SentenceTransformer
 
-                with LOAD_LOCK:
                     model = SentenceTransformer(encoder_path(self.model_name), device=device)
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"cannot load embedding model {self.model_name!r} ({exc})") from exc

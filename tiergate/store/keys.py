@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, or_, select, update
 
-from tiergate.errors import NotFound
+from tiergate.errors import InvalidRequest, NotFound
 from tiergate.store.schema import api_keys
 
 KEY_PREFIX = "tg-"
@@ -19,11 +19,25 @@ def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_key(engine: Engine, name: str, workloads: list[str] | None = None) -> tuple[str, str]:
-    """Create a key; returns (key id, secret). The secret is not stored and cannot be shown again."""
+def create_key(engine: Engine, name: Any, workloads: Any = None) -> tuple[str, str]:
+    """Create a key; returns (key id, secret). The secret is not stored and cannot be shown again.
+
+    `name` must be a non-empty string no active key has (keys are revoked by name too); `workloads`, when given,
+    a non-empty list of workload names the key is limited to."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidRequest("A key needs a name (a non-empty string).", param="name")
+    if workloads is not None and (not isinstance(workloads, list) or not workloads or not all(
+            isinstance(w, str) and w for w in workloads)):
+        raise InvalidRequest("'workloads' must be a non-empty list of workload names (or absent: all workloads).",
+                             param="workloads")
     secret = KEY_PREFIX + secrets.token_urlsafe(30)
     key_id = "key_" + secrets.token_hex(6)
     with engine.begin() as conn:
+        taken = conn.execute(select(api_keys.c.id).where(api_keys.c.name == name)
+                             .where(api_keys.c.revoked_at.is_(None))).first()
+        if taken is not None:
+            raise InvalidRequest(f"An active key is already named {name!r} ({taken.id}); pick another name or "
+                                 "revoke that key first.", param="name")
         conn.execute(insert(api_keys).values(
             id=key_id, name=name, key_hash=hash_key(secret), prefix=secret[:8], created_at=time.time(),
             revoked_at=None, workloads=workloads,

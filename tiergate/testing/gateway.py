@@ -38,9 +38,8 @@ class RunningGateway:
 @contextmanager
 def run_gateway(config: Config | dict[str, Any], *, create_key: bool = True, startup_timeout: float = 300.0
                 ) -> Iterator[RunningGateway]:
-    import uvicorn
-
     from tiergate.gateway.app import create_app
+    from tiergate.gateway.server import gateway_server
     from tiergate.store.keys import create_key as make_key
 
     cfg = config if isinstance(config, Config) else parse_config(config, "<test config>")
@@ -52,8 +51,8 @@ def run_gateway(config: Config | dict[str, Any], *, create_key: bool = True, sta
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False,
-                                           timeout_graceful_shutdown=30))
+    server = gateway_server(app, log_level="warning", lifespan="on", access_log=False,
+                            timeout_graceful_shutdown=int(cfg.server.shutdown_grace_s) or None)
     errors: list[BaseException] = []
 
     def target() -> None:

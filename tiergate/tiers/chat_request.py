@@ -36,7 +36,7 @@ def reject_unsupported(body: dict[str, Any], *, allow_logprobs: bool = True) -> 
         if body.get(key) is not None:
             raise InvalidRequest(f"{key} is not supported by this local model tier", param=key)
     modalities = body.get("modalities")
-    if modalities is not None and list(modalities) != ["text"]:
+    if modalities is not None and modalities != ["text"]:
         raise InvalidRequest("only the text modality is supported by this local model tier", param="modalities")
     if body.get("logit_bias"):
         raise InvalidRequest("logit_bias is not supported by this local model tier", param="logit_bias")

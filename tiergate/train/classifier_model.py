@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from tiergate.errors import ConfigError, NotFound
-from tiergate.tiers.hf import LOAD_LOCK, serialized
+from tiergate.tiers.hf import serialized
 
 if TYPE_CHECKING:
     from tiergate.train.lexical import LexicalModel
@@ -179,6 +179,7 @@ class ClassifierPredictor:
         self.max_seq_len = int(settings.get("max_seq_len", 128))
 
     @classmethod
+    @serialized  # the transformers imports too: their lazy first resolution races other loading threads
     def load(cls, model_dir: str | Path, device: str = "auto") -> ClassifierPredictor:
         from safetensors.torch import load_file
         from transformers import AutoModel, AutoTokenizer
@@ -191,10 +192,9 @@ class ClassifierPredictor:
         labels = json.loads((d / "labels.json").read_text())
         settings = json.loads((d / "classifier.json").read_text())
         calibration = json.loads((d / "calibration.json").read_text())
-        with LOAD_LOCK:
-            encoder = AutoModel.from_pretrained(str(d / "encoder"))
-            tokenizer = AutoTokenizer.from_pretrained(str(d / "encoder"))
-            model = EncoderClassifier(encoder, len(labels), settings.get("pooling", "mean"), 0.0)
+        encoder = AutoModel.from_pretrained(str(d / "encoder"))
+        tokenizer = AutoTokenizer.from_pretrained(str(d / "encoder"))
+        model = EncoderClassifier(encoder, len(labels), settings.get("pooling", "mean"), 0.0)
         head = load_file(str(d / "head.safetensors"))
         model.head.load_state_dict(head)
         knn = None

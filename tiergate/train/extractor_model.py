@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from tiergate.errors import NotFound
+from tiergate.tiers.hf import serialized
 from tiergate.train.classifier_model import pad_batch, resolve_device
 from tiergate.train.extractor_data import (
     IGNORE,
@@ -142,6 +143,7 @@ class ExtractorPredictor:
         self.use_context = bool(settings.get("use_context", True))
 
     @classmethod
+    @serialized  # the transformers imports too: their lazy first resolution races other loading threads
     def load(cls, model_dir: str | Path, device: str = "auto") -> ExtractorPredictor:
         from safetensors.torch import load_file
         from transformers import AutoModel, AutoTokenizer
@@ -152,12 +154,9 @@ class ExtractorPredictor:
         fields = json.loads((d / "fields.json").read_text())
         settings = json.loads((d / "extractor.json").read_text())
         calibration = json.loads((d / "calibration.json").read_text())
-        from tiergate.tiers.hf import LOAD_LOCK
-
-        with LOAD_LOCK:
-            encoder = AutoModel.from_pretrained(str(d / "encoder"))
-            tokenizer = AutoTokenizer.from_pretrained(str(d / "encoder"))
-            model = EncoderTagger(encoder, len(fields), 0.0)
+        encoder = AutoModel.from_pretrained(str(d / "encoder"))
+        tokenizer = AutoTokenizer.from_pretrained(str(d / "encoder"))
+        model = EncoderTagger(encoder, len(fields), 0.0)
         model.head.load_state_dict(load_file(str(d / "head.safetensors")))
         return cls(model, tokenizer, fields, settings, float(calibration.get("temperature", 1.0)),
                    resolve_device(device))
