@@ -229,7 +229,7 @@ def test_cli_takes_store_and_task_from_config(db: str, tmp_path: Path) -> None:
     (["-w", "extract", "--task", "extraction", "--out", "{tmp}/x.csv"],
      "error: --out {tmp}/x.csv: CSV holds classification datasets; write .jsonl for extraction"),
     (["-w", "triage", "--task", "classification", "--out", "{tmp}/blocker/x.jsonl"],
-     "error: {tmp}/blocker/x.jsonl: cannot write the dataset ("),
+     "error: --out {tmp}/blocker/x.jsonl: its directory {tmp}/blocker exists and is not a directory"),
 ])
 def test_cli_errors_are_one_line_with_exit_code_2(db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str], args: list[str],

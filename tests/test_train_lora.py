@@ -239,3 +239,10 @@ def test_cli_train_registers_and_refuses_bad_options(tmp_path: Path, monkeypatch
     err = capsys.readouterr().err
     assert "lora trainer: unknown option(s) lora_rank" in err and "lora_r" in err
     assert not (tmp_path / "bad").exists()
+
+
+def test_target_modules_matching_no_module_is_a_config_error(tmp_path: Path) -> None:
+    trainer = get_trainer("lora")
+    config = trainer.make_config({**FAST, "max_steps": 1, "eval_generate": 0, "target_modules": "foo_proj"})
+    with pytest.raises(ConfigError, match="target_modules 'foo_proj'"):
+        trainer.train(pizzas(0, 4), None, tmp_path / "m", config)

@@ -159,14 +159,14 @@ def logs_replay(path: Path = typer.Argument(..., help="spill file written when t
     if not path.is_file():
         raise typer.BadParameter(f"{path}: no such file")
     result = replay_spill(open_engine(get_config(config, db)), str(path))
-    console.print(f"replayed {result.written} records from {path}"
-                  + (f"; {result.skipped} already stored, skipped" if result.skipped else ""), highlight=False)
+    typer.echo(f"replayed {result.written} records from {path}"
+               + (f"; {result.skipped} already stored, skipped" if result.skipped else ""))
     if result.rejected:
         for line, reason in result.rejected:
             typer.secho(f"{path}:{line}: rejected: {reason}", fg=typer.colors.RED, err=True)
         raise TiergateError(f"{path}: {len(result.rejected)} record(s) rejected; the file is left in place "
                             "(fix or remove those lines and replay it again)")
-    console.print(f"{path} -> {result.archived_to}", highlight=False)
+    typer.echo(f"{path} -> {result.archived_to}")
 
 
 def store_migrate(config: Optional[Path] = ConfigOption, db: Optional[str] = DbOption) -> None:
