@@ -59,6 +59,10 @@ def test_unpriced_records_and_unknown_tiers_are_never_zero() -> None:
     s = counterfactual(records, {"frontier": FRONTIER, "mystery": Pricer(unknown=True, source="unknown")})
     assert s["requests"] == 5 and s["unpriced_requests"] == 1
     assert s["cost_usd"] == pytest.approx(0.0092)
+    # a bucket whose records are all unpriced costs unknown (null in --json, as the table shows), not $0
+    assert s["by_tier"]["mystery"]["cost_usd"] is None and s["by_day"]["2025-06-03"]["cost_usd"] is None
+    assert s["by_workload_tier"]["triage"]["mystery"]["cost_usd"] is None
+    assert s["by_workload"]["triage"]["cost_usd"] == pytest.approx(0.0032)  # partly priced: the priced sum
     cf = s["counterfactual"]["frontier"]
     assert cf["cost_usd"] == pytest.approx(0.0135 + 0.003)            # every request, priced on the frontier
     assert cf["savings_usd"] == pytest.approx(0.0135 - 0.0092)        # like for like: priced records only

@@ -167,3 +167,36 @@ def test_cli_costs_report_and_advise(store: tuple[str, Path], tmp_path: Path) ->
     assert advice["recommendation"] == "frontier API with cost monitoring"   # ~822 requests a month: too few
     res = runner.invoke(build_app(), ["advise", "-c", str(cfg_path)])
     assert res.exit_code != 0
+
+
+def test_an_all_unpriced_window_costs_unknown_not_zero(store: tuple[str, Path], tmp_path: Path) -> None:
+    url, cfg_path = store
+    engine = open_store(url)
+    insert_records(engine, [normalize_record(_rec("r9", _t(1, 11, 30), "extract", "mystery", 100, 10, None))])
+    report = spend_report(engine, load_config(cfg_path), workload="extract", until=_t(2, 0))
+    spend = report["spend"]
+    assert spend["requests"] == 2 and spend["unpriced_requests"] == 2
+    assert spend["cost_usd"] is None and spend["by_tier"]["mystery"]["cost_usd"] is None
+    assert report["monthly"]["cost_usd"] is None and report["baseline"]["actual_usd"] is None
+    assert report["baseline"]["savings_usd"] is None and "savings_usd" not in report["monthly"]  # nothing to compare
+    from tiergate.costs.spend_render import chart_png, summary_lines
+
+    assert summary_lines(report)[2] == "a month at this rate: 1,460 requests, unknown spend"
+    assert chart_png(report)[:4] == b"\x89PNG"
+    json.dumps(report, allow_nan=False)
+
+
+def test_unknown_workload_and_bad_answers_are_named(store: tuple[str, Path], tmp_path: Path) -> None:
+    url, cfg_path = store
+    runner = CliRunner()
+    for args in (["costs", "report"], ["advise", "--from-traffic"]):
+        res = runner.invoke(build_app(), [*args, "-c", str(cfg_path), "--db", url, "--since", "all", "-w", "nosuch"])
+        assert isinstance(res.exception, DataError), res.output
+        assert res.exception.message == ("--workload 'nosuch': no such workload: not configured and never captured "
+                                         "(workloads: extract, triage)")
+    answers = tmp_path / "answers.yaml"
+    answers.write_text("ml_capacity: huge\n")
+    res = runner.invoke(build_app(), ["advise", "--from-traffic", "-w", "triage", "-c", str(cfg_path), "--db", url,
+                                      "--answers", str(answers)])
+    assert isinstance(res.exception, ConfigError)
+    assert res.exception.message == f"{answers}: ml_capacity: Input should be 'none', 'some' or 'team'"

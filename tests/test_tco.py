@@ -219,6 +219,31 @@ def test_price_book_supplies_missing_prices(book) -> None:  # type: ignore[no-un
     assert model.prices["managed"].training_per_mtok == book.model("ft:gpt-4o-mini").training_per_mtok
     report = build_report(model)
     assert set(report["savings_pct_by_path"]) == {"small", "managed"}
+    # the "also:" line says what it claims: the other path's savings, and its total beside it as such
+    from tiergate.costs.tco_report import also_lines
+
+    managed = report["paths"]["managed"]["total_usd"]
+    saved = report["paths"]["frontier"]["total_usd"] - managed
+    assert report["savings_usd_by_path"]["managed"] == pytest.approx(saved, abs=0.02)
+    assert also_lines(report) == [f"{report['paths']['managed']['label']}: "
+                                  f"{report['savings_pct_by_path']['managed']:.1f}% savings, ${saved:,.0f} over 36 "
+                                  f"months (36-month total ${managed:,.0f})"]
+
+
+def test_savings_share_is_undefined_when_the_baseline_costs_nothing(book) -> None:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    from tiergate.costs.tco_report import render_console
+
+    report = build_report(TcoModel(_scenario(tokens={"input_per_request": 0, "output_per_request": 0}), book))
+    assert report["paths"]["frontier"]["total_usd"] == 0
+    assert report["savings_pct"] is None and report["savings_pct_by_path"] == {"small": None}
+    assert all(row["savings_pct"] is None for row in report["sensitivity"])
+    json.dumps(report, allow_nan=False)
+    console = Console(record=True, width=200)
+    render_console(report, console)
+    text = console.export_text()
+    assert "savings: n/a (the baseline costs nothing: no percentage)" in text and "0.0%" not in text
 
 
 # --- bad scenarios -----------------------------------------------------------------------------------------

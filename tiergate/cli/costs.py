@@ -89,7 +89,7 @@ def advise(
     workload: str | None = typer.Option(None, "--workload", "-w", help="with --from-traffic: this workload (default: each one)"),
     answers: Path | None = typer.Option(None, "--answers", help="with --from-traffic: YAML of what traffic cannot show "
                                         "(ml_capacity, task_stability, training_data, costs, ...)"),
-    since: str | None = typer.Option(None, "--since", help="with --from-traffic: window, e.g. 7d, 12h or an ISO date (default: all)"),
+    since: str | None = typer.Option(None, "--since", help="with --from-traffic: window, e.g. 7d, 12h or an ISO date; 'all' (the default) for everything"),
     json_path: Path | None = typer.Option(None, "--json", help="write the advice as JSON here"),
     pricebook: Path | None = typer.Option(None, "--pricebook", help="price-book override YAML"),
     config: Path | None = ConfigOption,
@@ -121,7 +121,8 @@ def advise(
         given = read_yaml_mapping(answers, "answers") if answers is not None else None
         book = _call(load_pricebook, pricebook if pricebook is not None else cfg.pricebook)
         pairs = _call(lambda: traffic_profiles(open_engine(cfg, create=False), cfg, workload=workload, answers=given,
-                                               since=parse_since(since), book=book))
+                                               since=None if since == "all" else parse_since(since), book=book,
+                                               answers_source=str(answers)))
         result = {}
         for prof, stats in pairs:
             st = stats["_structure"]

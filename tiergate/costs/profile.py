@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tiergate.costs._files import read_yaml_mapping, validate
 
@@ -136,7 +136,8 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
 _TASKS = {"classification": "classification", "extraction": "extraction", "generation": "open_generation"}
 
 
-def profile_from_traffic(stats: Mapping[str, Any], answers: Mapping[str, Any] | None = None) -> Profile:
+def profile_from_traffic(stats: Mapping[str, Any], answers: Mapping[str, Any] | None = None,
+                         answers_source: str = "<answers>") -> Profile:
     """A profile from captured-traffic statistics, completed by `answers` (the dimensions traffic cannot show:
     ML capacity, task stability, data budget, ...; they win over what traffic suggests).
 
@@ -144,7 +145,7 @@ def profile_from_traffic(stats: Mapping[str, Any], answers: Mapping[str, Any] | 
     spend in the window), prompt_tokens and completion_tokens (totals), model (the frontier model), workload,
     task ("classification" | "extraction" | "generation", as in the workload config), labelled_examples
     (captured answers usable as training data), private_share (share of requests kept on-prem by the privacy
-    router)."""
+    router). A bad value is named in `answers_source` (the answers file) when the answers gave it."""
     requests, days = float(stats.get("requests") or 0), float(stats.get("days") or 0)
     if requests <= 0 or days <= 0:
         from tiergate.errors import DataError
@@ -172,4 +173,15 @@ def profile_from_traffic(stats: Mapping[str, Any], answers: Mapping[str, Any] | 
             data[key] = {**data[key], **value}
         else:
             data[key] = value
-    return validate(Profile, data, "<traffic profile>")
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        from tiergate.config import format_validation_error
+        from tiergate.errors import ConfigError
+
+        # one line per error, each naming where its key came from: the answers file or the captured traffic
+        lines = format_validation_error(exc, "\0").splitlines()
+        given = set(answers or {})
+        raise ConfigError("\n".join(
+            line.replace("\0", answers_source if err["loc"] and err["loc"][0] in given else "<traffic profile>", 1)
+            for err, line in zip(exc.errors(), lines, strict=True))) from exc

@@ -11,8 +11,8 @@ not a request of its own: it is counted under `cascade_first`, and the counterfa
 by its final (primary) record. Shadow records belong in a separate call (shadow spend). Pure: the store
 supplies the rows (`spend_report` below queries it), this only adds them up.
 
-Records without a known cost are counted (`unpriced_requests`) but add nothing to `cost_usd`; savings against a
-counterfactual compare like with like: the actual cost of the priced records against what those same records
+Records without a known cost are counted (`unpriced_requests`) but add nothing to `cost_usd` (None, unknown, for a
+bucket whose records are all unpriced); savings against a counterfactual compare like with like: the actual cost of the priced records against what those same records
 would have cost on the tier. A tier whose pricer is unknown gets no counterfactual cost (None), not zero.
 """
 
@@ -50,11 +50,17 @@ class _Sum:
         else:
             self.cost_usd += cost
 
+    @property
+    def known_cost(self) -> float | None:
+        """The cost of the priced records; None (unknown, not $0) when every record is unpriced."""
+        all_unpriced = self.unpriced_requests and self.unpriced_requests == self.requests + self.cascade_first
+        return None if all_unpriced else self.cost_usd
+
     def as_dict(self) -> dict[str, Any]:
         return {"requests": self.requests, "cascade_first": self.cascade_first,
                 "unpriced_requests": self.unpriced_requests,
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "cost_usd": self.cost_usd}
+                "cost_usd": self.known_cost}
 
 
 @dataclass
@@ -73,10 +79,14 @@ def _day(value: Any) -> str:
     return str(value)
 
 
-def _counterfactual_dict(cf: _Counterfactual, actual: float, pricer: Pricer) -> dict[str, Any]:
+def _counterfactual_dict(cf: _Counterfactual, spent: _Sum, pricer: Pricer) -> dict[str, Any]:
     if pricer.unknown:
         return {"cost_usd": None, "comparable_usd": None, "savings_usd": None, "savings_pct": None,
                 "unknown_price": True}
+    actual = spent.known_cost
+    if actual is None:  # no priced record to compare with: the saving is unknown, not $0
+        return {"cost_usd": cf.cost_usd, "comparable_usd": None, "savings_usd": None, "savings_pct": None,
+                "unknown_price": False}
     saved = cf.comparable_usd - actual
     return {"cost_usd": cf.cost_usd, "comparable_usd": cf.comparable_usd, "savings_usd": saved,
             "savings_pct": saved / cf.comparable_usd * 100.0 if cf.comparable_usd > 0 else None,
@@ -126,13 +136,13 @@ def counterfactual(records: Iterable[Mapping[str, Any]], tiers_pricers: Mapping[
         "by_day": {d: s.as_dict() for d, s in sorted(by_day.items())},
         "by_workload_tier": {w: {t: s.as_dict() for t, s in sorted(ts.items())} for w, ts in sorted(by_wt.items())},
         "by_day_tier": {d: {t: s.as_dict() for t, s in sorted(ts.items())} for d, ts in sorted(by_dt.items())},
-        "counterfactual": {t: _counterfactual_dict(cf_all[t], total.cost_usd, p) for t, p in tiers_pricers.items()},
+        "counterfactual": {t: _counterfactual_dict(cf_all[t], total, p) for t, p in tiers_pricers.items()},
         "by_workload_counterfactual": {
-            w: {t: _counterfactual_dict(cfs[t], by_workload[w].cost_usd, tiers_pricers[t]) for t in tiers_pricers}
+            w: {t: _counterfactual_dict(cfs[t], by_workload[w], tiers_pricers[t]) for t in tiers_pricers}
             for w, cfs in sorted(cf_wl.items())
         },
         "by_day_counterfactual": {
-            d: {t: _counterfactual_dict(cfs[t], by_day[d].cost_usd, tiers_pricers[t]) for t in tiers_pricers}
+            d: {t: _counterfactual_dict(cfs[t], by_day[d], tiers_pricers[t]) for t in tiers_pricers}
             for d, cfs in sorted(cf_day.items())
         },
     }
@@ -235,6 +245,24 @@ def spend_rows(engine: Any, *, shadow: bool, since: float | None = None, until: 
                    "cost_usd": row.cost_usd}
 
 
+def check_workload(engine: Any, config: Any, workload: str) -> None:
+    """Refuse a workload name that is neither configured nor in any captured record (a typo would otherwise
+    report an empty window); DataError naming it and the workloads there are."""
+    from sqlalchemy import select
+
+    from tiergate.store.schema import records as r
+
+    if workload in config.workloads or workload == config.routing.default_workload:
+        return
+    with engine.connect() as conn:
+        if conn.execute(select(r.c.id).where(r.c.workload == workload).limit(1)).first() is not None:
+            return
+        seen = sorted({str(w) for (w,) in conn.execute(select(r.c.workload).distinct()) if w is not None}
+                      | set(config.workloads))
+    raise DataError(f"--workload {workload!r}: no such workload: not configured and never captured "
+                    f"(workloads: {', '.join(seen) or 'none yet'})")
+
+
 def traffic_window(engine: Any, *, since: float | None = None, until: float | None = None,
                    workload: str | None = None) -> Window:
     """First and last arrival and the count of primary requests (answered or not) in the filter."""
@@ -279,6 +307,10 @@ def choose_baseline(config: Any, pricers: Mapping[str, Pricer], spend: Mapping[s
     return max(pool, key=lambda t: cf[t]["cost_usd"]), why
 
 
+def _times(usd: float | None, factor: float) -> float | None:
+    return None if usd is None else usd * factor
+
+
 def _strip_counterfactual(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if "counterfactual" not in k}
 
@@ -287,6 +319,8 @@ def spend_report(engine: Any, config: Any, *, since: float | None = None, until:
                  workload: str | None = None, baseline: str | None = None, book: Any = None) -> dict[str, Any]:
     """Spend by workload, tier and day; shadow spend apart; every configured tier's all-traffic counterfactual;
     savings against the baseline; monthly figures extrapolated from the observed window. JSON-ready."""
+    if workload is not None:
+        check_workload(engine, config, workload)
     pricers = tier_pricers(config, book)
     spend = counterfactual(spend_rows(engine, shadow=False, since=since, until=until, workload=workload), pricers)
     shadow = _strip_counterfactual(counterfactual(
@@ -324,12 +358,13 @@ def spend_report(engine: Any, config: Any, *, since: float | None = None, until:
                             for w, cfs in spend["by_workload_counterfactual"].items()},
         }
     if factor is not None:
-        month = {"cost_usd": spend["cost_usd"] * factor, "shadow_cost_usd": shadow["cost_usd"] * factor,
+        month = {"cost_usd": _times(spend["cost_usd"], factor), "shadow_cost_usd": _times(shadow["cost_usd"], factor),
                  "requests": window.requests * factor}
         if base is not None and out["baseline"]["cost_usd"] is not None:
             month["baseline_cost_usd"] = out["baseline"]["cost_usd"] * factor
-            month["baseline_comparable_usd"] = out["baseline"]["comparable_usd"] * factor
-            month["savings_usd"] = out["baseline"]["savings_usd"] * factor
+            if out["baseline"]["savings_usd"] is not None:
+                month["baseline_comparable_usd"] = out["baseline"]["comparable_usd"] * factor
+                month["savings_usd"] = out["baseline"]["savings_usd"] * factor
         out["monthly"] = month
     else:
         out["monthly"] = None

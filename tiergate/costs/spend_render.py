@@ -42,8 +42,9 @@ def _unpriced(n: int) -> str:
 
 
 def _cost(s: dict[str, Any]) -> str:
-    """A bucket's cost; 'unknown' when none of its records has a price (a partial sum is flagged beside it)."""
-    return "unknown" if s["unpriced_requests"] and s["unpriced_requests"] == s["requests"] + s["cascade_first"] else usd(s["cost_usd"])
+    """A bucket's cost; 'unknown' (cost_usd None) when none of its records has a price (a partial sum is flagged
+    beside it)."""
+    return usd(s["cost_usd"])
 
 
 def tables(report: dict[str, Any]) -> list[Table_]:
@@ -156,7 +157,7 @@ def chart_png(report: dict[str, Any]) -> bytes:
     tiers = sorted(spend["by_tier"])
     bottom = [0.0] * len(days)
     for t in tiers:
-        heights = [spend["by_day_tier"][d].get(t, {}).get("cost_usd", 0.0) for d in days]
+        heights = [spend["by_day_tier"][d].get(t, {}).get("cost_usd") or 0.0 for d in days]
         unpriced = t in report["tiers"] and report["tiers"][t]["unknown_price"]
         ax1.bar(days, heights, bottom=bottom, label=f"on {t}" + (" (unpriced: not shown)" if unpriced else ""))
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
@@ -171,7 +172,9 @@ def chart_png(report: dict[str, Any]) -> bytes:
     ax1.grid(True, axis="y", alpha=0.3)
     workloads = list(spend["by_workload"])
     priced = [t for t, info in report["tiers"].items() if not info["unknown_price"]]
-    series = [("actual", [spend["by_workload"][w]["cost_usd"] for w in workloads])]
+    nan = float("nan")  # an unknown cost draws no bar, not a bar of $0
+    series = [("actual", [nan if spend["by_workload"][w]["cost_usd"] is None else spend["by_workload"][w]["cost_usd"]
+                          for w in workloads])]
     series += [(f"all on {t}", [spend["by_workload_counterfactual"][w][t]["comparable_usd"] or 0 for w in workloads])
                for t in priced]
     width = 0.8 / max(1, len(series))

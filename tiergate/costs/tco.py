@@ -246,10 +246,11 @@ class TcoModel:
         v = (self.scenario.volume.requests_per_month if volume is None else volume) * k.volume
         return {name: self.run_path(name, v, k) for name in self.scenario.paths}
 
-    def savings_pct(self, results: dict[str, PathResult], candidate: str | None = None) -> float:
+    def savings_pct(self, results: dict[str, PathResult], candidate: str | None = None) -> float | None:
+        """Savings as a share of the baseline's total; None (undefined, not 0%) when the baseline costs nothing."""
         base = results[self.scenario.baseline or ""].total_usd
         cand = results[candidate or self.scenario.candidate or ""].total_usd
-        return (base - cand) / base * 100.0 if base > 0 else 0.0
+        return (base - cand) / base * 100.0 if base > 0 else None
 
     def _gap(self, volume: float, k: Knobs) -> float:
         """Candidate TCO minus baseline TCO at a first-month volume (volume knob not applied)."""

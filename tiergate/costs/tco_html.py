@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tiergate.costs.tco import COMPONENTS, KNOB_LABELS
-from tiergate.costs.tco_report import money, payback_text, volume_text
+from tiergate.costs.tco_report import also_lines, money, payback_text, pct_text, volume_text
 
 
 def chart_png(report: dict[str, Any]) -> bytes:
@@ -56,7 +56,7 @@ def chart_png(report: dict[str, Any]) -> bytes:
     ax2.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"${y:,.0f}"))
     ax2.grid(True, alpha=0.3)
     ax2.legend(fontsize=8)
-    fig.suptitle(f"{report['scenario']}: savings {report['savings_pct']:.1f}%")
+    fig.suptitle(f"{report['scenario']}: savings {pct_text(report['savings_pct'])}")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -94,15 +94,14 @@ def render_html(report: dict[str, Any], png: bytes) -> str:
         for c in changes:
             r = next(r for r in report["sensitivity"] if r["input"] == knob and r["change_pct"] == c)
             be = r["break_even_monthly_volume"]
-            row.append(f"{r['savings_pct']:.1f}% ({'-' if be is None else f'{be:,.0f}'})")
+            row.append(f"{pct_text(r['savings_pct'])} ({'-' if be is None else f'{be:,.0f}'})")
         sens_rows.append(row)
     pb = report["payback_months"]
     rng = report.get("savings_pct_range")
     summary = [
-        f"Savings: <b>{report['savings_pct']:.1f}%</b>" + (f" (range {rng[0]:.1f}-{rng[1]:.1f}%)" if rng else "")
+        f"Savings: <b>{pct_text(report['savings_pct'])}</b>" + (f" (range {rng[0]:.1f}-{rng[1]:.1f}%)" if rng else "")
         + f", {html.escape(money(report['savings_usd']))} over {months} months",
-        *[f"Also: {html.escape(paths[n]['label'])}: {pct:.1f}% savings ({html.escape(money(paths[n]['total_usd']))})"
-          for n, pct in report["savings_pct_by_path"].items() if n != report["candidate"]],
+        *[f"Also: {html.escape(line)}" for line in also_lines(report)],
         f"Break-even: <b>{html.escape(volume_text(report['break_even_monthly_volume']))}</b> "
         f"(scenario: {report['inputs']['requests_per_month']:,.0f})",
         "Payback: " + html.escape(payback_text(pb)),

@@ -21,7 +21,8 @@ DEFINITIONS = {
     "monthly_usd": "recurring cost (all but one-time costs) averaged over the horizon",
     "one_time_usd": "fine-tuning, data preparation and other one-time costs, paid in month 1",
     "total_usd": "all costs over the horizon",
-    "savings_pct": "(baseline total - candidate total) / baseline total x 100",
+    "savings_pct": "(baseline total - candidate total) / baseline total x 100; null when the baseline costs nothing",
+    "savings_usd_by_path": "baseline total - that path's total, over the horizon",
     "break_even_monthly_volume": (
         "lowest first-month volume (requests/month) at which the candidate's horizon TCO is no higher than the "
         "baseline's: monthly costs equal once one-time costs are amortised over the horizon; null if never"),
@@ -32,6 +33,10 @@ DEFINITIONS = {
 
 def _usd(x: float) -> float:
     return round(x, 2)
+
+
+def _pct(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
 
 
 def build_report(model: TcoModel) -> dict[str, Any]:
@@ -78,15 +83,16 @@ def build_report(model: TcoModel) -> dict[str, Any]:
         "baseline": base,
         "candidate": cand,
         "paths": paths,
-        "savings_pct": round(model.savings_pct(res), 2),
+        "savings_pct": _pct(model.savings_pct(res)),
         "savings_usd": _usd(res[base].total_usd - res[cand].total_usd),
-        "savings_pct_by_path": {n: round(model.savings_pct(res, n), 2) for n in res if n != base},
+        "savings_pct_by_path": {n: _pct(model.savings_pct(res, n)) for n in res if n != base},
+        "savings_usd_by_path": {n: _usd(res[base].total_usd - r.total_usd) for n, r in res.items() if n != base},
         "break_even_monthly_volume": None if be is None else round(be, 2),
         "payback_months": None if (pb := model.payback_months(res)) is None else round(pb, 3),
         "monthly_recurring_usd": {n: [_usd(x) for x in r.monthly] for n, r in res.items()},
         "sensitivity": [
             {**row, "baseline_total_usd": _usd(row["baseline_total_usd"]),
-             "candidate_total_usd": _usd(row["candidate_total_usd"]), "savings_pct": round(row["savings_pct"], 2),
+             "candidate_total_usd": _usd(row["candidate_total_usd"]), "savings_pct": _pct(row["savings_pct"]),
              "break_even_monthly_volume": None if row["break_even_monthly_volume"] is None
              else round(row["break_even_monthly_volume"], 2)}
             for row in model.sensitivity()
@@ -98,8 +104,9 @@ def build_report(model: TcoModel) -> dict[str, Any]:
     curve["volumes"] = [round(v, 2) for v in curve["volumes"]]
     curve["total_usd"] = {n: [_usd(x) for x in xs] for n, xs in curve["total_usd"].items()}
     if spans is not None:
-        pcts = [model.savings_pct(s) for s in spans]
-        report["savings_pct_range"] = [round(min(pcts), 2), round(max(pcts), 2)]
+        pcts = [p for p in (model.savings_pct(s) for s in spans) if p is not None]
+        if len(pcts) == len(spans):
+            report["savings_pct_range"] = [round(min(pcts), 2), round(max(pcts), 2)]
     return report
 
 
@@ -108,6 +115,11 @@ def money(x: float | None) -> str:
         return "-"
     sign, x = ("-" if x < 0 else ""), abs(x)
     return f"{sign}${x:,.0f}" if x >= 100 else f"{sign}${x:,.2f}"
+
+
+def pct_text(x: float | None) -> str:
+    """A savings share; 'n/a' when undefined (the baseline costs nothing), never a made-up 0%."""
+    return "n/a" if x is None else f"{x:.1f}%"
 
 
 def volume_text(v: float | None) -> str:
@@ -121,6 +133,14 @@ def payback_text(months: float | None) -> str:
         days = max(1, round(months * 365 / 12))
         return f"{months:.2f} months (~{days} day{'s' if days > 1 else ''})"
     return f"{months:.1f} months"
+
+
+def also_lines(report: dict[str, Any]) -> list[str]:
+    """The other paths against the baseline: savings share and amount over the horizon, beside their total."""
+    paths, months = report["paths"], report["horizon_months"]
+    return [f"{paths[n]['label']}: {pct_text(pct)} savings, {money(report['savings_usd_by_path'][n])} over {months} "
+            f"months ({months}-month total {money(paths[n]['total_usd'])})"
+            for n, pct in report["savings_pct_by_path"].items() if n != report["candidate"]]
 
 
 def render_console(report: dict[str, Any], console: Console) -> None:
@@ -153,11 +173,11 @@ def render_console(report: dict[str, Any], console: Console) -> None:
     base, cand = paths[report["baseline"]], paths[report["candidate"]]
     rng = report.get("savings_pct_range")
     extra = f" (range {rng[0]:.1f}-{rng[1]:.1f}%)" if rng else ""
-    console.print(f"[bold]savings[/bold]: {report['savings_pct']:.1f}%{extra}, {money(report['savings_usd'])} over "
-                  f"{months} months: {cand['label']} instead of {base['label']}")
-    for name, pct in report["savings_pct_by_path"].items():
-        if name != report["candidate"]:
-            console.print(f"  also: {paths[name]['label']}: {pct:.1f}% savings ({money(paths[name]['total_usd'])})")
+    undefined = " (the baseline costs nothing: no percentage)" if report["savings_pct"] is None else ""
+    console.print(f"[bold]savings[/bold]: {pct_text(report['savings_pct'])}{extra}{undefined}, "
+                  f"{money(report['savings_usd'])} over {months} months: {cand['label']} instead of {base['label']}")
+    for line in also_lines(report):
+        console.print(f"  also: {line}")
     console.print(f"[bold]break-even[/bold]: {volume_text(report['break_even_monthly_volume'])} "
                   f"(scenario: {report['inputs']['requests_per_month']:,.0f})")
     pb = report["payback_months"]
@@ -172,7 +192,7 @@ def render_console(report: dict[str, Any], console: Console) -> None:
         for c in changes:
             row = next(r for r in report["sensitivity"] if r["input"] == knob and r["change_pct"] == c)
             be = row["break_even_monthly_volume"]
-            cells.append(f"{row['savings_pct']:.1f}% ({'-' if be is None else f'{be:,.0f}'})")
+            cells.append(f"{pct_text(row['savings_pct'])} ({'-' if be is None else f'{be:,.0f}'})")
         sens.add_row(label, *cells)
     console.print(sens)
     for note in report["notes"]:

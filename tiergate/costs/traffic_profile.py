@@ -82,8 +82,10 @@ def workload_traffic_stats(engine: Any, config: Any, workload: str, *, since: fl
 
 
 def traffic_profiles(engine: Any, config: Any, *, workload: str | None = None, answers: Mapping[str, Any] | None = None,
-                     since: float | None = None, book: Any = None) -> list[tuple[Profile, dict[str, Any]]]:
-    """A profile per workload (or just `workload`) captured in the window, with the statistics behind it."""
+                     since: float | None = None, book: Any = None,
+                     answers_source: str = "<answers>") -> list[tuple[Profile, dict[str, Any]]]:
+    """A profile per workload (or just `workload`) captured in the window, with the statistics behind it
+    (`answers_source`: the answers file, named in errors about the values it gave)."""
     from sqlalchemy import select
 
     from tiergate.store.schema import records as r
@@ -102,5 +104,5 @@ def traffic_profiles(engine: Any, config: Any, *, workload: str | None = None, a
     for name in names:
         stats = workload_traffic_stats(engine, config, name, since=since, book=book)
         public = {k: v for k, v in stats.items() if not k.startswith("_")}
-        out.append((profile_from_traffic(public, answers), stats))
+        out.append((profile_from_traffic(public, answers, answers_source), stats))
     return out

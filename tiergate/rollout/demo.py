@@ -181,7 +181,8 @@ def cutover_demo(out: Path, console: Any, *, data_dir: Path = Path("../shared/da
     base = report.get("baseline") or {}
     live_usd, shadow_usd = report["spend"]["cost_usd"], report["shadow"]["cost_usd"]
     frontier_usd = base.get("cost_usd") or 0.0
-    per_request = {t: v["cost_usd"] / v["requests"] for t, v in report["spend"]["by_tier"].items() if v["requests"]}
+    per_request = {t: v["cost_usd"] / v["requests"] for t, v in report["spend"]["by_tier"].items()
+                   if v["requests"] and v["cost_usd"] is not None}
     console.print(f"[bold]cost:[/] live traffic ${live_usd:.5f} + shadow calls ${shadow_usd:.5f} against "
                   f"${frontier_usd:.5f} had everything gone to the frontier: net saving "
                   f"${frontier_usd - live_usd - shadow_usd:.5f}, during a rollout that served the small model for "
