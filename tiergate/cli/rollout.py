@@ -103,8 +103,9 @@ def register(app: typer.Typer) -> None:
         candidate = candidate or (opts.candidate if opts else None) or (current.candidate if current else None)
         if not primary or not candidate:
             raise ConfigError(f"{workload}: give --primary and --candidate (no `rollout` router in the config)")
+        # tiers are checked against a given config; the embedded defaults do not know the gateway's tiers
         checked = start_options(cfg, workload, primary=primary, candidate=candidate,
-                                canary=canary or (opts.canary if opts else [10, 50]))
+                                canary=canary or (opts.canary if opts else [10, 50]), check_tiers=config is not None)
         stages = default_stages(checked.canary)
         _show(store.start(workload, primary=primary, candidate=candidate, stages=stages, actor="cli",
                           reason=reason or "started from the CLI",

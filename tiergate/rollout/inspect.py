@@ -27,9 +27,11 @@ def rollout_options(config: Any, workload: str) -> RolloutOptions | None:
     return None
 
 
-def start_options(config: Any, workload: str, *, primary: str, candidate: str, canary: list[float]) -> RolloutOptions:
+def start_options(config: Any, workload: str, *, primary: str, candidate: str, canary: list[float],
+                  check_tiers: bool = True) -> RolloutOptions:
     """The tiers and canary stages of a (re)started rollout, checked as `config check` checks a `rollout`
-    router: known, distinct tiers and increasing canary percentages in (0, 100). ConfigError names the flag."""
+    router: known (when `check_tiers`: the config is the gateway's), distinct tiers and increasing canary
+    percentages in (0, 100). ConfigError names the flag."""
     from pydantic import ValidationError
 
     from tiergate.errors import ConfigError
@@ -41,7 +43,7 @@ def start_options(config: Any, workload: str, *, primary: str, candidate: str, c
         raise ConfigError(f"rollout start {workload}: {msg} (got --canary {' '.join(f'{p:g}' for p in canary)})"
                           if "canary" in msg else f"rollout start {workload}: {msg}") from exc
     for flag, name in (("--primary", primary), ("--candidate", candidate)):
-        if name not in config.tiers:
+        if check_tiers and name not in config.tiers:
             raise ConfigError(f"rollout start {workload}: {flag} {name!r}: unknown tier "
                               f"(configured: {', '.join(config.tiers) or 'none'})")
     return opts
