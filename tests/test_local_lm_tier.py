@@ -310,3 +310,28 @@ def test_harmless_fields_are_accepted(env: SimpleNamespace) -> None:
         presence_penalty=0, frequency_penalty=0.0, n=1, tool_choice="none", seed=7, top_p=0.9,
         response_format={"type": "text"}, modalities=["text"], logprobs=False))
     assert env.tier.model_names() == ["smollm2"]
+
+
+def test_an_aborted_request_stops_generating(env: SimpleNamespace) -> None:
+    """The gateway aborts a request whose caller left (or when its shutdown grace ends): the engine must drop the
+    row, not generate the rest of the answer for nobody."""
+    from tiergate.errors import ClientClosed
+    from tiergate.gateway.core import Flight
+
+    async def go() -> tuple[int, int, int]:
+        before = env.tier.engine_stats().tokens_generated
+        flight = Flight()
+        task = asyncio.ensure_future(flight.run(env.tier.complete(
+            body("Count from 1 to 200, one number a line.", max_tokens=32))))
+        while env.tier.engine_stats().tokens_generated < before + 2:  # decoding has begun
+            await asyncio.sleep(0.005)
+        flight.abort(ClientClosed("gone"))
+        with pytest.raises(ClientClosed):
+            await task
+        at_abort = env.tier.engine_stats().tokens_generated
+        await asyncio.sleep(0.5)
+        return before, at_abort, env.tier.engine_stats().tokens_generated
+
+    before, at_abort, after = asyncio.run(go())
+    assert after - at_abort <= 1  # at most the step that was running
+    assert after - before < 32
