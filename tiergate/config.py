@@ -342,6 +342,28 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def read_yaml_mapping(path: str | os.PathLike[str], missing: str = "no such file", top: str = "a mapping", *,
+                      label: str | None = None) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping ({} when empty); every failure is a ConfigError naming the file
+    (`label` where it is missing or not a file: e.g. the option that named it) and the line of a YAML error."""
+    p, source = Path(path), str(path)
+    if not p.is_file():
+        raise ConfigError(f"{label or source}: " + (missing if not p.exists() else "not a file"))
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read it ({exc.strerror or exc})") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be {top}")
+    return data
+
+
 def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
@@ -363,22 +385,8 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, s
     if path is None:
         data, source = default_config_data(env), "<embedded defaults>"
     else:
-        p = Path(path)
-        source = str(p)
-        if not p.is_file():
-            raise ConfigError(f"{source}: config file not found" if not p.exists() else f"{source}: not a file")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-        except OSError as exc:
-            raise ConfigError(f"{source}: cannot read it ({exc.strerror or exc})") from exc
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{source}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: the top level must be a mapping")
+        p, source = Path(path), str(path)
+        data = read_yaml_mapping(p, "config file not found")
         data = _interpolate(data, "", env, None if require_secrets else unset)
         if data.get("pricebook") and not os.path.isabs(data["pricebook"]):
             data["pricebook"] = str((p.parent / data["pricebook"]).resolve())

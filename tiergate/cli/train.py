@@ -68,24 +68,9 @@ def _summary(ds: Any) -> str:
 def _parse_sets(pairs: list[str], config_file: str | None) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if config_file:
-        import yaml
+        from tiergate.config import read_yaml_mapping
 
-        p = Path(config_file)
-        if not p.is_file():
-            raise ConfigError(f"--config {config_file}: " + ("not a file" if p.exists() else "no such file"))
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{config_file}: not UTF-8 text ({exc.reason})") from exc
-        except OSError as exc:
-            raise ConfigError(f"{config_file}: cannot read it ({exc.strerror or exc})") from exc
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{config_file}{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{config_file}: the top level must be a mapping of trainer options")
-        values.update(loaded)
+        values.update(read_yaml_mapping(config_file, top="a mapping of trainer options", label=f"--config {config_file}"))
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
