@@ -195,3 +195,29 @@ def test_read_only_commands_refuse_a_missing_store(setup: tuple[str, str], tmp_p
     code, err = run_main(monkeypatch, capsys, *args, "-c", cfg, "--db", f"sqlite:///{typo}")
     assert_one_error(code, err, f"no capture store at {typo}")
     assert not typo.exists()
+
+
+# -- retrain -------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, message", [
+    (["nosuch"], "unknown workload 'nosuch' (configured: intents"),
+    (["intents", "--frontier", "nosuch"], "--frontier nosuch: unknown tier (configured: frontier, small)"),
+    (["intents", "--current", "."], "--current .: not a trained classifier"),
+    (["intents", "--out", "/proc/retrained"], "--out /proc/retrained"),
+    (["intents", "--set", "epochs"], "--set epochs: expected KEY=VALUE"),
+])
+def test_retrain_refuses_bad_names_before_training(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                                   setup: tuple[str, str], args: list[str], message: str) -> None:
+    cfg, url = setup
+    code, err = run_main(monkeypatch, capsys, "retrain", *args, "-c", cfg, "--db", url)
+    assert_one_error(code, err, message)
+
+
+def test_retrain_checks_the_registry_before_training(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str], setup: tuple[str, str],
+                                                     tmp_path: Path) -> None:
+    cfg, url = setup
+    monkeypatch.setenv("TIERGATE_MODELS_DIR", "/proc/tiergate-registry")
+    code, err = run_main(monkeypatch, capsys, "retrain", "intents", "-c", cfg, "--db", url, "--out",
+                         str(tmp_path / "m"), "--min-examples", "2")
+    assert_one_error(code, err, "/proc/tiergate-registry")
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())

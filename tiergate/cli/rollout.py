@@ -21,7 +21,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from tiergate.cli.common import ConfigOption, DbOption, get_config, open_engine
+from tiergate.cli.common import ConfigOption, DbOption, check_output_dir, get_config, open_engine
+from tiergate.errors import ConfigError
 
 Workload = Annotated[str, typer.Argument(help="the workload")]
 Reason = Annotated[Optional[str], typer.Option("--reason", "-r", help="why (kept in the audit log)")]
@@ -92,7 +93,6 @@ def register(app: typer.Typer) -> None:
               canary: Annotated[Optional[list[float]], typer.Option(help="canary percent (repeatable)")] = None,
               reason: Reason = None, config: Optional[Path] = ConfigOption, db: Optional[str] = DbOption) -> None:
         """(Re)start a rollout at shadow; tiers and stages default to the workload's `rollout` router."""
-        from tiergate.errors import ConfigError
         from tiergate.rollout.inspect import rollout_options, start_options
         from tiergate.rollout.state import default_stages
 
@@ -205,6 +205,11 @@ def register(app: typer.Typer) -> None:
         from tiergate.rollout.retrain import RetrainOptions, retrain
 
         cfg = get_config(config, db)
+        if out:
+            check_output_dir(out, "--out")
+        bad = [s for s in sets or [] if "=" not in s]
+        if bad:
+            raise ConfigError(f"--set {bad[0]}: expected KEY=VALUE")
         trainer = dict(s.split("=", 1) for s in (sets or []))
         options = RetrainOptions(out=out, frontier=frontier, since_days=since_days, current=current, margin=margin,
                                  min_examples=min_examples, trainer=trainer, start_rollout=start_rollout)

@@ -115,12 +115,23 @@ def retrain(engine: Engine, config: Any, workload: str, options: RetrainOptions 
         state = store.ensure(workload, primary=ropts.primary, candidate=ropts.candidate,
                              stages=default_stages(ropts.canary), actor="retrain")
     if state is None:
+        if workload not in config.workloads:
+            known = ", ".join(sorted(config.workloads)) or "none"
+            raise ConfigError(f"unknown workload {workload!r} (configured: {known}; none has a stored rollout)")
         raise ConfigError(f"workload {workload!r} has no rollout (add a `rollout` router to its policy)")
     task = (ropts.task if ropts else None) or getattr(config.workloads.get(workload), "task", None)
     if task not in (None, "classification"):
         raise ConfigError(f"retrain trains classifiers; workload {workload!r} is a {task} workload")
     frontier = options.frontier or [state.primary]
+    unknown = [t for t in frontier if t not in config.tiers]
+    if unknown:
+        raise ConfigError(f"--frontier {', '.join(unknown)}: unknown tier (configured: "
+                          f"{', '.join(sorted(config.tiers))})")
+    if options.current and not (Path(options.current) / "labels.json").is_file():
+        raise ConfigError(f"--current {options.current}: not a trained classifier (no labels.json)")
     current = _current_model(config, state, options)
+    if options.register_model:
+        ModelRegistry().check_writable()  # before any work, not after the training
     labels = (ropts.labels if ropts else None) or _model_labels(current)
     since = time.time() - options.since_days * 86400
     ds = traffic_dataset(engine, workload, frontier, labels=labels, since=since, limit=options.limit)
