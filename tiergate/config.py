@@ -160,6 +160,7 @@ class ServerConfig(_Model):
     max_inflight: int = Field(4096, ge=1, description="requests in flight before 429")
     max_shadow_inflight: int = Field(64, ge=1, description="shadow calls in flight; more are skipped, not queued")
     shutdown_grace_s: float = Field(30.0, ge=0)
+    dashboard_refresh_s: int = Field(15, ge=0, description="the /dashboard page reloads itself this often (0: never)")
     log_level: str = "info"
 
 

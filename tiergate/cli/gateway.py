@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
     keys.command("revoke")(keys_revoke)
     app.add_typer(keys, name="keys")
     app.command("logs", help="Query captured records as a table or JSON lines.")(logs_show)
+    app.command("dashboard", help="The gateway dashboard as one HTML file (live at /dashboard).")(dashboard)
     store = typer.Typer(help="The capture store.", no_args_is_help=True)
     store.command("migrate")(store_migrate)
     store.command("replay-spill")(logs_replay)
@@ -112,6 +113,31 @@ def _since(value: str | None) -> float | None:
         return dt.datetime.fromisoformat(value).timestamp()
     except ValueError:
         raise typer.BadParameter(f"{value!r}: use a duration like 30m, 2h, 7d or an ISO date") from None
+
+
+def dashboard(
+    html: Path = typer.Option(..., "--html", help="the page to write"),
+    since: str = typer.Option("24h", "--since", help="window: 30m, 12h, 7d, 2w, an ISO date, or all"),
+    as_json: Optional[Path] = typer.Option(None, "--json", help="also write the figures as JSON"),
+    config: Optional[Path] = ConfigOption, db: Optional[str] = DbOption,
+) -> None:
+    """Write the dashboard the gateway serves at /dashboard (traffic by tier, errors, latency, spend and savings,
+    workloads with their rollout stage and drift alarms, route reasons, latest failures) as a snapshot."""
+    from tiergate.cli.common import check_output_file
+    from tiergate.costs.report import parse_since
+    from tiergate.gateway.dashboard import collect, render
+
+    cfg = get_config(config, db)
+    check_output_file(html, "--html")
+    if as_json is not None:
+        check_output_file(as_json, "--json")
+    start = 0.0 if since == "all" else parse_since(since) or 0.0
+    data = collect(open_engine(cfg, create=False), cfg, since=start)
+    html.write_text(render(data), encoding="utf-8")
+    if as_json is not None:
+        as_json.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    t = data["totals"]
+    console.print(f"{t['requests']:,} requests in {len(data['workloads'])} workloads; dashboard: {html}")
 
 
 def logs_show(

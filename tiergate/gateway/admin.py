@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import html
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from tiergate.errors import InvalidRequest, TiergateError
+from tiergate.gateway.auth import ADMIN_COOKIE, browser_secret
 from tiergate.gateway.core import Gateway
 from tiergate.gateway.errors import error_response
 from tiergate.store import keys as keystore
@@ -81,7 +84,53 @@ async def records(request: Request, gw: Gateway) -> Response:
     return json_response({"data": rows})
 
 
+@admin
+async def dashboard_data(request: Request, gw: Gateway) -> Response:
+    from tiergate.gateway.dashboard import collect
+
+    return json_response(await asyncio.to_thread(collect, gw.engine, gw.config, since=_since(request)))
+
+
+def _since(request: Request) -> float:
+    from tiergate.costs.report import parse_since
+
+    value = request.query_params.get("since", "24h")
+    if value == "all":
+        return 0.0
+    try:
+        since = parse_since(value)
+    except TiergateError:
+        raise InvalidRequest("'since' must be a duration like 30m, 12h, 7d, 2w, an ISO date, or all.",
+                             param="since") from None
+    return 0.0 if since is None else since
+
+
+async def dashboard(request: Request) -> Response:
+    """The dashboard page for a browser: the admin token as HTTP Basic password (the browser asks for it), the
+    cookie set here, or `?token=` once (exchanged for the cookie, so the token leaves the address bar)."""
+    from tiergate.gateway.dashboard import collect, render
+
+    gw: Gateway = request.app.state.gateway
+    token = request.query_params.get("token")
+    try:
+        if token is not None:
+            gw.keys.check_admin(request.headers, token)
+            rest = "&".join(f"{k}={v}" for k, v in request.query_params.multi_items() if k != "token")
+            redirect = RedirectResponse("/dashboard" + (f"?{rest}" if rest else ""), status_code=303)
+            redirect.set_cookie(ADMIN_COOKIE, token, httponly=True, samesite="strict", path="/dashboard")
+            return redirect
+        gw.keys.check_admin(request.headers, browser_secret(request.headers, request.cookies))
+        data = await asyncio.to_thread(collect, gw.engine, gw.config, since=_since(request))
+    except TiergateError as exc:
+        page = f"<!doctype html><title>tiergate</title><p>{html.escape(exc.message)}</p>"
+        headers = {"WWW-Authenticate": 'Basic realm="tiergate admin"'} if exc.status == 401 else None
+        return HTMLResponse(page, status_code=exc.status, headers=headers)
+    return HTMLResponse(render(data, refresh_s=gw.config.server.dashboard_refresh_s or None))
+
+
 routes = [
+    Route("/dashboard", dashboard, methods=["GET"]),
+    Route("/admin/dashboard", dashboard_data, methods=["GET"]),
     Route("/admin/keys", list_keys, methods=["GET"]),
     Route("/admin/keys", create_key, methods=["POST"]),
     Route("/admin/keys/{key_id}", revoke_key, methods=["DELETE"]),

@@ -13,6 +13,24 @@ from tiergate.errors import AuthenticationError, PermissionDenied
 from tiergate.store.keys import hash_key, lookup_key
 
 
+def browser_secret(headers: Any, cookies: Any) -> str | None:
+    """The admin token as a browser sends it: the password of HTTP Basic auth (any user name), or the
+    `tiergate_admin` cookie the dashboard sets."""
+    value = headers.get("authorization") or ""
+    if value[:6].lower() == "basic ":
+        import base64
+        import binascii
+
+        try:
+            return base64.b64decode(value[6:].strip()).decode("utf-8").partition(":")[2] or None
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+    return cookies.get(ADMIN_COOKIE) or None
+
+
+ADMIN_COOKIE = "tiergate_admin"
+
+
 def bearer(headers: Any) -> str | None:
     value = headers.get("authorization")
     if value and value[:7].lower() == "bearer ":
@@ -51,9 +69,10 @@ class KeyChecker:
             raise AuthenticationError("Incorrect gateway key provided.")
         return row
 
-    def check_admin(self, headers: Any) -> None:
+    def check_admin(self, headers: Any, secret: str | None = None) -> None:
+        """The admin token from `Authorization: Bearer` (or `secret`, where a browser sent it another way)."""
         if not self.admin_token:
             raise PermissionDenied("The admin API is disabled: set auth.admin_token or TIERGATE_ADMIN_TOKEN.")
-        secret = bearer(headers)
+        secret = secret or bearer(headers)
         if not secret or not hmac.compare_digest(secret.encode(), self.admin_token.encode()):
             raise AuthenticationError("Incorrect admin token.", code="invalid_admin_token")
