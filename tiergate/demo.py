@@ -154,6 +154,7 @@ def main() -> None:
         f"  tiergate serve --db sqlite:///{out / 'tiergate.db'}            # http://127.0.0.1:8080/v1\n"
         "  OpenAI(base_url='http://127.0.0.1:8080/v1', api_key='tg-…')  # model='auto', header X-Tiergate-Workload\n"
         f"  tiergate logs --db sqlite:///{out / 'tiergate.db'}             # what was captured\n"
+        "  TIERGATE_ADMIN_TOKEN=… tiergate serve …, then open http://127.0.0.1:8080/dashboard  # the dashboard\n"
         "Configure tiers, prices and routing with a YAML file: see examples/tiergate.yaml.",
         title="next", style="green"))
 

@@ -176,6 +176,9 @@ def cutover_demo(out: Path, console: Any, *, data_dir: Path = Path("../shared/da
         engine = _engine(db)
         try:
             report = spend_report(engine, _config(cfg))
+            from tiergate.gateway.dashboard import collect, render
+
+            (out / "dashboard.html").write_text(render(collect(engine, _config(cfg), since=0.0)), encoding="utf-8")
         finally:
             engine.dispose()
     base = report.get("baseline") or {}
@@ -193,6 +196,7 @@ def cutover_demo(out: Path, console: Any, *, data_dir: Path = Path("../shared/da
     result["cost"] = {"live_usd": live_usd, "shadow_usd": shadow_usd, "all_frontier_usd": frontier_usd,
                       "net_saving_usd": frontier_usd - live_usd - shadow_usd, "per_request_usd": per_request}
     (out / "cutover.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    console.print(f"the dashboard of this traffic (what GET /dashboard serves live): {out / 'dashboard.html'}")
     return result
 
 
