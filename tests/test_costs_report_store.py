@@ -200,3 +200,20 @@ def test_unknown_workload_and_bad_answers_are_named(store: tuple[str, Path], tmp
                                       "--answers", str(answers)])
     assert isinstance(res.exception, ConfigError)
     assert res.exception.message == f"{answers}: ml_capacity: Input should be 'none', 'some' or 'team'"
+
+
+def test_no_month_is_projected_from_under_an_hour(store: tuple[str, Path]) -> None:
+    """r1-r4 arrived within 20 minutes: a month extrapolated from a burst would be nonsense."""
+    from tiergate.costs.spend_render import summary_lines
+
+    url, cfg_path = store
+    engine = open_store(url)
+    report = spend_report(engine, load_config(cfg_path), workload="triage", until=_t(1, 10, 30))
+    assert report["window"]["requests"] == 3 and 0 < report["window"]["days"] < 1 / 24
+    assert report["window"]["monthly_factor"] is None and report["monthly"] is None
+    assert "under an hour, too short to project a month" in summary_lines(report)[0]
+    assert not any(line.startswith("a month at this rate") for line in summary_lines(report))
+    burst = open_store(f"sqlite:///{Path(url.removeprefix('sqlite:///')).with_name('burst.db')}")
+    insert_records(burst, [normalize_record(r) for r in RECORDS[:4]])
+    with pytest.raises(DataError, match="under an hour apart"):
+        traffic_profiles(burst, load_config(cfg_path), workload="triage")

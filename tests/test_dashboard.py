@@ -16,7 +16,7 @@ import pytest
 
 from tiergate.costs.report import spend_report
 from tiergate.store.records import query_records
-from tiergate.testing.gateway import RunningGateway, run_gateway
+from tiergate.testing.gateway import run_gateway
 from tiergate.testing.stub_process import start_stub
 
 ADMIN = {"Authorization": "Bearer admin-secret"}

@@ -183,6 +183,10 @@ def tier_pricers(config: Any, book: Any = None) -> dict[str, Pricer]:
             for name, tier in config.tiers.items()}
 
 
+MIN_PROJECTION_DAYS = 1 / 24
+"""The shortest observed window a monthly projection is made from: one hour of traffic."""
+
+
 @dataclass(frozen=True)
 class Window:
     """The observed traffic window. `days` estimates the span the requests stand for: n arrivals between the
@@ -200,9 +204,11 @@ class Window:
 
     @property
     def monthly_factor(self) -> float | None:
+        """Requests in a month over requests in the window; None below MIN_PROJECTION_DAYS of traffic, where a
+        month extrapolated from a burst (a load test, a demo) would be nonsense."""
         from tiergate.costs.profile import DAYS_PER_MONTH
 
-        return None if self.days is None else DAYS_PER_MONTH / self.days
+        return None if self.days is None or self.days < MIN_PROJECTION_DAYS else DAYS_PER_MONTH / self.days
 
     def as_dict(self) -> dict[str, Any]:
         def iso(t: float | None) -> str | None:

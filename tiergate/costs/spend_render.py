@@ -97,7 +97,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     win, base, month = report["window"], report["baseline"], report["monthly"]
     lines = []
     if win["requests"]:
-        days = f"{win['days']:.2f} days" if win["days"] is not None else "too short to extrapolate"
+        days = "too short to extrapolate" if win["days"] is None else f"{win['days']:.2f} days" + (
+            "" if win["monthly_factor"] is not None else ": under an hour, too short to project a month")
         lines.append(f"window: {win['requests']:,} requests from {win['first']} to {win['last']} ({days})")
     else:
         lines.append("window: no captured requests match")

@@ -57,9 +57,9 @@ def workload_traffic_stats(engine: Any, config: Any, workload: str, *, since: fl
     window = traffic_window(engine, since=since, until=until, workload=workload)
     if spend["requests"] == 0:
         raise DataError(f"workload {workload!r}: no answered requests captured in the window")
-    if window.days is None:
-        raise DataError(f"workload {workload!r}: {window.requests} request(s) in the window: too few (or all at one "
-                        "instant) to extrapolate a monthly volume; widen --since or capture more traffic")
+    if window.monthly_factor is None:
+        raise DataError(f"workload {workload!r}: {window.requests} request(s) in the window: too few, or under an "
+                        "hour apart, to extrapolate a monthly volume; widen --since or capture more traffic")
     answers, labelled, private, tokens = _answers_and_counts(engine, config, workload, since, until, sample)
     structure = output_structure(answers)
     wl_config = config.workloads.get(workload)
