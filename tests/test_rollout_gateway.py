@@ -259,3 +259,24 @@ def test_manual_control_from_the_admin_api_and_the_cli(tmp_path: Any, stubs: Any
     assert json.loads(shown.output)[-1]["reason"] == "resumed from the CLI"
     status = runner.invoke(app, ["rollout", "status", "--db", db, "--json"])
     assert status.exit_code == 0 and json.loads(status.output)[0]["stage"] == "shadow"
+
+
+def test_gateways_sharing_a_store_judge_on_all_their_evidence(tmp_path: Any, stubs: Any) -> None:
+    """Two gateway processes on one database each see half the traffic. Neither has the 10 pairs the rollback
+    needs on its own; rebuilding the window from the store every `shared_window_s` gives each the whole."""
+    frontier, small = stubs
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    with rollout_gateway(config(url, frontier, small, shared_window_s=0.2)) as (a, ma), \
+            rollout_gateway(config(url, frontier, small, shared_window_s=0.2)) as (b, mb):
+        clients = [(gw, openai.OpenAI(base_url=gw.base_url, api_key="none", max_retries=0)) for gw in (a, b)]
+        for i in range(12):  # the candidate disagrees on every pair: 6 pairs in each process
+            gw, client = clients[i % 2]
+            ask(client, f"bad {i}")
+            settle(gw)
+        assert ma.runtimes["triage"].observed == mb.runtimes["triage"].observed == 6
+        deadline = time.monotonic() + 5
+        while RolloutStore(open_store(url)).require("triage").stage != "rolled_back":
+            assert time.monotonic() < deadline, "no process rolled back on the shared evidence"
+            time.sleep(0.05)
+        history = RolloutStore(open_store(url)).history("triage")
+        assert "over 1" in history[-1]["reason"] and history[-1]["actor"] == "gates"  # 10+ pairs, not 6

@@ -36,9 +36,10 @@ def create_app(config: Config, *, engine: Engine | None = None) -> Starlette:
         try:
             yield
         finally:
-            monitor = getattr(app.state, "monitor", None)
-            if monitor is not None:
-                await monitor.close()
+            for part in ("monitor", "rollout"):
+                observer = getattr(app.state, part, None)
+                if observer is not None:
+                    await observer.close()
             await gateway.close()
             if owns_engine:
                 engine.dispose()

@@ -35,6 +35,7 @@ class RolloutManager:
         self.specs = specs or {}
         self.runtimes: dict[str, Runtime] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._loops: set[asyncio.Task[Any]] = set()
         self._metrics = _RolloutMetrics(getattr(getattr(gateway, "metrics", None), "registry", None))
         for router in gateway.routing.routers():
             if isinstance(router, RolloutRouter):
@@ -65,8 +66,38 @@ class RolloutManager:
         rt.window = await asyncio.to_thread(rebuild_window, self.store.engine, rt)
         self._publish(rt)
         await self._ensure_model(rt, rt.router.state)
+        if rt.router.opts.shared_window_s > 0:
+            self._spawn(self._share(rt), track=False)
+
+    async def _share(self, rt: Runtime) -> None:
+        """Every `shared_window_s`, rebuild the gate window from the store and judge it. Gateway processes sharing a
+        database each see only their own share of the traffic; the store holds all of it (every scored shadow
+        pair and live candidate answer), so each process judges the whole evidence, and a bad candidate is rolled
+        back as fast with N replicas as with one. Observations made here after the rebuild's query began are
+        added on top (the store may not hold them yet)."""
+        while True:
+            await asyncio.sleep(rt.router.opts.shared_window_s)
+            state, mark = rt.router.state, rt.observed
+            if state.stage == ROLLED_BACK or rt.pending:
+                continue
+            try:
+                window = await asyncio.to_thread(rebuild_window, self.store.engine, rt)
+            except Exception as exc:  # the store is down: keep judging on this process's own window
+                log.warning("rollout %s: cannot rebuild the gate window from the store (%s)", state.workload,
+                            type(exc).__name__)
+                continue
+            now = rt.router.state
+            if now.stage != state.stage or now.stage_since != state.stage_since:
+                continue  # the stage moved meanwhile: its window started afresh
+            for n, obs in rt.recent:
+                if n > mark:
+                    window.add(obs)
+            rt.window = window
+            self.judge(rt)
 
     async def close(self) -> None:
+        for task in self._loops:
+            task.cancel()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=30)
 
@@ -91,6 +122,8 @@ class RolloutManager:
 
     # -- gates and transitions -------------------------------------------------------------------------------
     def _observe(self, rt: Runtime, obs: Observation) -> None:
+        rt.observed += 1
+        rt.recent.append((rt.observed, obs))
         rt.window.add(obs)
         self.judge(rt)
 
@@ -142,13 +175,18 @@ class RolloutManager:
     def _publish(self, rt: Runtime) -> None:
         self._metrics.stage(rt.router.state)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], track: bool = True) -> None:
+        """Run `coro` in the background; `track`: the gateway waits for it on shutdown (a loop is cancelled)."""
         task = asyncio.get_running_loop().create_task(coro)
+        if not track:
+            self._loops.add(task)
+            task.add_done_callback(self._loops.discard)
+            return
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        track = getattr(self.gateway, "track", None)
-        if track is not None:  # the gateway waits for these on shutdown
-            track(task)
+        gateway_track = getattr(self.gateway, "track", None)
+        if gateway_track is not None:  # the gateway waits for these on shutdown
+            gateway_track(task)
 
     # -- a retrained model for the candidate tier ------------------------------------------------------------------
     async def _ensure_model(self, rt: Runtime, state: RolloutState) -> None:

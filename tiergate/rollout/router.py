@@ -54,6 +54,9 @@ class RolloutOptions(RouterOptions):
     gates: GateConfig = Field(default_factory=GateConfig)
     window: int = Field(500, ge=10, description="observations kept per stage for the gates")
     refresh_s: float = Field(1.0, gt=0, description="how often the stage is re-read from the store")
+    shared_window_s: float = Field(
+        5.0, ge=0, description="how often the gate window is rebuilt from the store, so gateway processes sharing "
+                               "a database judge on all their evidence, not each on its own share (0: never)")
     task: Literal["classification", "extraction", "generation"] | None = Field(
         None, description="comparator to use (default: the workload's task)")
     labels: list[str] | None = Field(None, description="label set for comparing and checking answers "

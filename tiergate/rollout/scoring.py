@@ -12,7 +12,8 @@ candidate answer (`side: verify`: only agreement; the live answer's own facts co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine
@@ -40,6 +41,10 @@ class Runtime:
     pending: bool = False
     last_verdict: Verdict | None = None
     started: bool = False
+    observed: int = 0
+    """observations this process has made (a running count: what a rebuild from the store may not hold yet)"""
+    recent: deque[tuple[int, Observation]] = field(default_factory=lambda: deque(maxlen=1000))
+    """the latest observations with their counts, re-added on top of a window rebuilt from the store"""
 
     @classmethod
     def build(cls, router: RolloutRouter, config: Any, specs: dict[str, CheckSpec]) -> Runtime:
