@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.routing_support import classifier  # noqa: F401  (a fixture)
 from tiergate.config import PriceConfig
 from tiergate.data import Dataset, Example
 from tiergate.errors import UpstreamError
@@ -240,3 +241,23 @@ def test_cli_compare_saved_reports(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "accuracy" in res.output and (tmp_path / "ab.html").is_file()
     assert "| accuracy | 0.8000 | 0.8000 |" in (tmp_path / "ab.md").read_text()
+
+
+def test_a_config_tier_wins_over_a_registered_model_of_its_name(
+        classifier: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """The README registers `models/triage` as `triage` and serves it as tier `triage` with a price: evaluating
+    `--model triage -c tiergate.yaml` must evaluate the tier (priced), not the bare registered model (unpriced)."""
+    import shutil
+
+    from tiergate.evaluate.harness import resolve_tier, tier_pricer
+    from tiergate.train.models import ModelRegistry
+
+    monkeypatch.setenv("TIERGATE_MODELS_DIR", str(tmp_path / "registry"))
+    model = shutil.copytree(classifier, tmp_path / "triage")
+    ModelRegistry().register(model)
+    cfg = tmp_path / "tiergate.yaml"
+    cfg.write_text(f"tiers:\n  triage: {{kind: classifier, model: {model}, price: {{hourly_usd: 0.1, "
+                   "throughput_rps: 50}}\n")
+    tier = resolve_tier("triage", str(cfg))
+    assert tier.name == "triage" and tier_pricer(tier) is not None
+    assert tier_pricer(resolve_tier("triage")) is None  # no config: the registered model, unpriced

@@ -21,6 +21,8 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from tiergate.costs.spend_render import usd
+
 console = Console()
 
 PROMPTS = [
@@ -78,12 +80,12 @@ def capture(out: Path) -> None:
     cap = Table("request", "workload", "tier", "reason", "tokens in/out", "cost $", "status", title="captured records")
     for r in reversed(rows):
         cap.add_row(r["request_id"][:16], r["workload"], r["tier"], r["route_reason"],
-                    f"{r['prompt_tokens']}/{r['completion_tokens']}", f"{r['cost_usd']:.8f}", r["status"])
+                    f"{r['prompt_tokens']}/{r['completion_tokens']}", usd(r["cost_usd"]), r["status"])
     console.print(cap)
 
 
 def train_and_evaluate(out: Path, data_dir: Path, n_eval: int) -> Path:
-    from tiergate.config import LocalLMTierConfig
+    from tiergate.config import LocalLMTierConfig, PriceConfig
     from tiergate.data import Dataset, Example, write_jsonl
     from tiergate.evaluate.harness import EvalOptions, evaluate_tier, resolve_tier
     from tiergate.evaluate.report import html_report
@@ -101,6 +103,8 @@ def train_and_evaluate(out: Path, data_dir: Path, n_eval: int) -> Path:
     test = Dataset([Example(t, i) for t, i in _rows(data, domains, KNOWN, "test", 3)[:n_eval]], "classification")
     write_jsonl(test, out / "test.jsonl")
     small = resolve_tier(str(model_dir), name="fine-tuned-minilm")
+    # one CPU at $0.10/h for both, at the throughputs the cutover step's tier and the embedded defaults assume
+    small.config.price = PriceConfig(hourly_usd=0.10, throughput_rps=50)
     general = LocalLMTier("smollm2-zero-shot", LocalLMTierConfig(kind="local_lm", max_new_tokens=12,
                                                                   price={"hourly_usd": 0.10, "throughput_rps": 5}))
 
@@ -113,7 +117,7 @@ def train_and_evaluate(out: Path, data_dir: Path, n_eval: int) -> Path:
         m = r.metrics
         table.add_row(r.tier, f"{m.get('accuracy', 0):.1%}", f"{m.get('macro_f1', 0):.3f}",
                       f"{m.get('latency_ms_p50', 0):.1f}", f"{m.get('latency_ms_p95', 0):.1f}",
-                      f"{m.get('cost_per_1k_usd', 0):.4f}")
+                      usd(m.get("cost_per_1k_usd")))
     console.print(table)
     (out / "evaluation.html").write_text(html_report(reports, "fine-tuned classifier vs general model"))
     console.print(f"side-by-side report: {out / 'evaluation.html'}")

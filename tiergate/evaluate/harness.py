@@ -78,12 +78,20 @@ class TierReport:
 
 
 def resolve_tier(spec: str, config_path: str | None = None, name: str | None = None) -> Tier:
-    """A tier from a trained model directory (its manifest says which tier kind serves it), a registered model
-    (`name` or `name:vN` in the model registry), or a tier name in the tiergate config."""
+    """A tier from a trained model directory (its manifest says which tier kind serves it), a tier name in the
+    tiergate config (served, and priced, as the gateway serves it), or a registered model (`name` or `name:vN` in
+    the model registry). A config tier wins over a registered model of the same name: the README's `triage`
+    tier serves the model registered as `triage`, and only the tier knows its price."""
+    from tiergate.config import load_config
     from tiergate.tiers.registry import build_tier
     from tiergate.train.manifest import is_model_dir, read_manifest
 
     path = Path(spec)
+    if not path.exists():
+        config = load_config(config_path, require_secrets=False)
+        if spec in config.tiers:
+            config.check_secrets(spec)
+            return build_tier(name or spec, config.tiers[spec])
     if not is_model_dir(path):
         from tiergate.train.models import ModelRegistry
 
@@ -103,16 +111,10 @@ def resolve_tier(spec: str, config_path: str | None = None, name: str | None = N
             return build_tier(label, LocalLMTierConfig(kind="local_lm", model=str(manifest["base_model"]),
                                                        adapter=str(path)))
         raise ConfigError(f"{path}: models of tier kind {kind!r} are served through a tier in the config")
-    from tiergate.config import load_config
-
-    if Path(spec).exists():
+    if path.exists():
         raise ConfigError(f"{spec}: not a trained model directory (no tiergate-model.json)")
-    config = load_config(config_path, require_secrets=False)
-    if spec not in config.tiers:
-        raise ConfigError(f"{spec!r} is neither a model directory, a registered model nor a tier "
-                          f"(tiers: {', '.join(config.tiers)})")
-    config.check_secrets(spec)
-    return build_tier(name or spec, config.tiers[spec])
+    raise ConfigError(f"{spec!r} is neither a model directory, a tier nor a registered model "
+                      f"(tiers: {', '.join(load_config(config_path, require_secrets=False).tiers)})")
 
 
 def tier_task(tier: Tier) -> str | None:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import time
@@ -46,7 +47,7 @@ def run_gateway(config: Config | dict[str, Any], *, create_key: bool = True, sta
     app = create_app(cfg)
     key = None
     if create_key and cfg.auth.require_key:
-        _, key = make_key(app.state.gateway.engine, "test")
+        _, key = make_key(app.state.gateway.engine, f"test-{os.urandom(4).hex()}")  # names are unique
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
