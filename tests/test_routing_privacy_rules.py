@@ -81,6 +81,25 @@ def test_privacy_router_decides_on_prem_only():
     assert _route(routing, "what are your opening hours?").reason == "default"
 
 
+def test_privacy_scans_everything_a_tier_would_receive():
+    """An upstream tier gets the whole body: personal data in tool-call arguments, a message name, the user field
+    or metadata leaves as surely as in the text. Inline images (data: URLs) are not scanned."""
+    routing = Routing.from_config(_config(w={"policy": [{"kind": "privacy", "tier": "local"}]}))
+    call = {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {
+        "name": "refund", "arguments": '{"email": "a.b@example.org", "card": "4111111111111111"}'}}]}
+    msgs = [{"role": "user", "content": "refund my order"}, call,
+            {"role": "tool", "tool_call_id": "c1", "content": "done"}]
+    for body in ({"messages": msgs}, {"user": "jane.doe@example.com"}, {"metadata": {"customer": "+44 7700 900123"}},
+                 {"messages": [{"role": "user", "name": "jo@x.io", "content": "hi"}]}):
+        req = RouteRequest({"model": "auto", "messages": [{"role": "user", "content": "hi"}], **body}, "w")
+        assert asyncio.run(routing.route(req)).reason == "privacy", body
+    image = {"role": "user", "content": [{"type": "text", "text": "what is this?"}, {"type": "image_url",
+             "image_url": {"url": "data:image/png;base64," + "4111111111111111" * 4}}]}
+    assert asyncio.run(routing.route(RouteRequest({"model": "auto", "messages": [image]}, "w"))).reason == "default"
+    user_only = Routing.from_config(_config(w={"policy": [{"kind": "privacy", "tier": "local", "scan": "user"}]}))
+    assert _route(user_only, "hi", user="jane.doe@example.com").reason == "default"
+
+
 def test_privacy_router_config_errors():
     with pytest.raises(ConfigError, match="not an on_prem tier"):
         Routing.from_config(_config(w={"policy": [{"kind": "privacy", "tier": "frontier"}]}))

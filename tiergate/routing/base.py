@@ -13,6 +13,7 @@ Route reasons are stable strings (shown in X-Tiergate-Route-Reason, captured rec
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar
@@ -64,6 +65,20 @@ class RouteRequest:
             if isinstance(m, dict) and m.get("role") == "user":
                 return message_text(m)
         return ""
+
+
+def string_leaves(value: Any) -> Iterator[str]:
+    """Every string inside a JSON value (dict values and list items, recursively), data: URLs (inline images and
+    audio) left out: all the text of a request that a tier would receive."""
+    if isinstance(value, str):
+        if not value.startswith("data:"):
+            yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from string_leaves(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from string_leaves(v)
 
 
 def message_text(message: Any) -> str:

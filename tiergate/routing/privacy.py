@@ -187,8 +187,9 @@ class PrivacyRouter(Router):
         tier: str = Field(description="the on-prem tier that takes requests with sensitive data")
         detectors: list[Detector] = Field(default_factory=lambda: list(DEFAULT_DETECTORS),
                                           description="kinds of data to look for (see tiergate.routing.privacy)")
-        scan: Literal["all", "user"] = Field("all", description="'all' messages (system prompt included) or 'user' "
-                                                                "messages only")
+        scan: Literal["all", "user"] = Field(
+            "all", description="'all': every text the request carries (every message with its tool calls and names, "
+                               "the user field, metadata); 'user': the user messages only")
 
     def __init__(self, options: RouterOptions, ctx: RoutingContext) -> None:
         super().__init__(options, ctx)
@@ -199,11 +200,14 @@ class PrivacyRouter(Router):
         self.detectors = list(dict.fromkeys(opts.detectors))
 
     def _text(self, req: RouteRequest) -> str:
-        if self.options.scan == "all":  # type: ignore[attr-defined]
-            return req.text
-        from tiergate.routing.base import message_text
+        """What is scanned. With 'all', every string of the body but the model name: an upstream tier receives
+        the whole body, so personal data in tool-call arguments, a message `name` or the `user` field would leave
+        as surely as in the message text."""
+        from tiergate.routing.base import string_leaves
 
-        return "\n".join(message_text(m) for m in req.messages if isinstance(m, dict) and m.get("role") == "user")
+        if self.options.scan == "all":  # type: ignore[attr-defined]
+            return "\n".join(string_leaves({k: v for k, v in req.body.items() if k != "model"}))
+        return "\n".join(string_leaves([m for m in req.messages if isinstance(m, dict) and m.get("role") == "user"]))
 
     def decide(self, req: RouteRequest) -> RouteDecision | None:
         found = detect_sensitive(self._text(req), self.detectors)
