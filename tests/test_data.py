@@ -244,9 +244,27 @@ def test_bad_fractions() -> None:
     ("IBAN GB82 WEST 1234 5698 7654 32 please", "IBAN [ACCOUNT] please"),
     ("ref 123456789012", "ref [ACCOUNT]"),
     ("on 2024-01-15 I paid $100.00 for 3 items", "on 2024-01-15 I paid $100.00 for 3 items"),
+    ("Call me on +44 7700 900123, my card was stolen", "Call me on [PHONE], my card was stolen"),
+    ("call 07700 900123", "call [PHONE]"),
+    ("SSN 123-45-6789, passport: X1234567, DOB: 1990-01-02", "SSN [SSN], passport: [PASSPORT], DOB: [DOB]"),
+    ("IBAN gb82 west 1234 5698 7654 32", "IBAN [ACCOUNT]"),
 ])
 def test_scrub_text(text: str, expected: str) -> None:
     assert scrub_text(text)[0] == expected
+
+
+def test_scrubbing_removes_what_the_privacy_guard_finds() -> None:
+    """One set of detectors: whatever the gateway would keep on-prem as personal data, --scrub-pii removes
+    (names apart: found only by their cues, see tiergate.data.pii)."""
+    from tiergate.data.pii import DEFAULT_DETECTORS, SCRUB_KINDS, detect_sensitive
+
+    texts = ["mail jo@x.io or call +1 (555) 123-4567", "card 4111111111111111, IBAN GB82WEST12345698765432",
+             "my account no: 12345678, NI number AB 12 34 56 C", "born on 12/03/1985, passport 123456789",
+             "text me at 07700 900123 re SSN 123-45-6789"]
+    kinds = [k for k in DEFAULT_DETECTORS if k in SCRUB_KINDS]
+    for text in texts:
+        assert detect_sensitive(text, kinds), text
+        assert detect_sensitive(scrub_text(text)[0], kinds) == {}, scrub_text(text)[0]
 
 
 def test_scrub_counts_and_non_luhn_card_numbers() -> None:
