@@ -352,3 +352,59 @@ def test_replay_spill_reports_rejected_records_and_keeps_the_file(tmp_path: Path
     spill.write_text(json.dumps(stored) + "\n" + json.dumps(fresh) + "\n")
     code, out = run(monkeypatch, capsys, "store", "replay-spill", str(spill), "--db", url)
     assert code == 0 and "2 already stored, skipped" in out and not spill.exists()
+
+
+ROUTED = """
+tiers:
+  local: {kind: upstream, base_url: "http://127.0.0.1:9/v1", zone: on_prem}
+  frontier: {kind: upstream, base_url: "http://127.0.0.1:9/v1"}
+workloads:
+  w:
+    policy: [%s]
+"""
+
+
+@pytest.mark.parametrize("router, files, message", [
+    ("{kind: boundary, path: routers/none, escalate_to: frontier}", {},
+     "workloads.w.policy[0]: {dir}/routers/none: not a trained router directory"),
+    ("{kind: boundary, path: routers/b, escalate_to: frontier}", {"routers/b/router.json": {"kind": "learned"}},
+     "workloads.w.policy[0]: {dir}/routers/b: a 'learned' router, not 'boundary'"),
+    ("{kind: boundary, path: routers/b, escalate_to: frontier}",
+     {"routers/b/router.json": {"kind": "boundary", "classifier": "../../models/gone"}},
+     "the boundary's classifier {dir}/routers/b/../../models/gone is not a trained model directory"),
+    ("{kind: learned, path: routers/b, small: local, large: frontier}", {"routers/b/router.json": {"kind": "boundary"}},
+     "a 'boundary' router, not 'learned'"),
+    ("{kind: cascade, small: local, large: frontier, calibration: cal.json}", {"cal.json": {"kind": "learned",
+                                                                               "threshold": 0.7}},
+     "cal.json: a 'learned' router's file, not a cascade calibration"),
+    ("{kind: cascade, small: local, large: frontier, calibration: cal.json}", {"cal.json": {"threshold": 7.5}},
+     "threshold 7.5 is not a confidence between 0 and 1"),
+])
+def test_config_check_reads_router_artifacts_by_their_key(monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                          router: str, files: dict[str, Any], message: str) -> None:
+    """A router file missing or of the wrong kind is found by `config check` (and `serve`, before it starts),
+    named by its key; relative paths are read from the config's directory, wherever the command runs."""
+    conf = tmp_path / "conf"
+    for name, content in files.items():
+        (conf / name).parent.mkdir(parents=True, exist_ok=True)
+        (conf / name).write_text(json.dumps(content))
+    conf.mkdir(exist_ok=True)
+    (conf / "tiergate.yaml").write_text(ROUTED % router)
+    monkeypatch.chdir(tmp_path)
+    code, out = run(monkeypatch, capsys, "config", "check", "-c", str(conf / "tiergate.yaml"))
+    assert code == 2 and message.format(dir=conf) in out, out
+    code, out = run(monkeypatch, capsys, "serve", "-c", str(conf / "tiergate.yaml"), "--port", "1")
+    assert code == 2 and message.format(dir=conf) in out, out
+
+
+def test_relative_router_files_are_read_from_the_configs_directory(monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str],
+                                                                   tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "cal.json").write_text(json.dumps({"kind": "cascade", "threshold": 0.8}))
+    (conf / "tiergate.yaml").write_text(ROUTED % "{kind: cascade, small: local, large: frontier, calibration: cal.json}")
+    monkeypatch.chdir(tmp_path)  # not the config's directory
+    code, out = run(monkeypatch, capsys, "config", "check", "-c", "conf/tiergate.yaml")
+    assert code == 0 and "config OK" in out, out

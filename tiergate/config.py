@@ -203,6 +203,12 @@ class Config(_Model):
     monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="drift and hallucination monitoring")
     _unset_secrets: dict[str, str] = PrivateAttr(default_factory=dict)
     """Secrets left unset by `load_config(require_secrets=False)`: path -> why."""
+    _base_dir: str = PrivateAttr(".")
+    """The directory relative paths in the config (router and calibration files) are read from: the file's own."""
+
+    @property
+    def base_dir(self) -> str:
+        return self._base_dir
 
     @property
     def unset_secrets(self) -> dict[str, str]:
@@ -394,4 +400,6 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, s
     data = apply_env_overrides(data, dict(env))
     config = parse_config(data, source)
     config._unset_secrets = {k: f"{source}: {v}" for k, v in unset.items()}
+    if path is not None:
+        config._base_dir = str(Path(path).resolve().parent)
     return config

@@ -46,6 +46,9 @@ def serve(
     from tiergate.gateway.server import serve as run
 
     cfg = get_config(config, db, require_secrets=True)
+    bad = model_problems(cfg)  # as `config check`: a one-line error now, not a traceback from the app's start
+    if bad:
+        raise ConfigError("\n".join(bad))
     run(cfg, host=host, port=port)
 
 

@@ -396,6 +396,14 @@ class BoundaryRouter(Router):
         super().__init__(options, ctx)
         path = Path(self.options.path)  # type: ignore[attr-defined]
         self.path = path if path.is_absolute() else Path(ctx.base_dir) / path
+        classifier = read_router_info(self.path, "boundary").get("classifier")  # checked now, loaded at start
+        if classifier is not None:
+            from tiergate.train.manifest import is_model_dir
+
+            where = classifier if Path(classifier).is_absolute() else self.path / classifier
+            if not is_model_dir(where):
+                raise ConfigError(f"{self.path}: the boundary's classifier {where} is not a trained model directory "
+                                  "(moved or deleted? retrain the boundary against it)")
         self.model: BoundaryModel | None = None
         self.cache: LRUCache[float] = LRUCache(self.options.cache_size)  # type: ignore[attr-defined]
         self._lock = threading.Lock()

@@ -74,12 +74,18 @@ class CascadeRouter(Router):
     def _read_threshold(self, calibration: str | None) -> float:
         assert calibration is not None
         path = self._path(calibration)
+        where = f"workloads.{self.ctx.workload}: cascade calibration {path}"
         try:
             data = json.loads(path.read_text())
-            return float(data["threshold"])
+            threshold = float(data["threshold"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"workloads.{self.ctx.workload}: cascade calibration {path}: cannot read a "
-                              f"threshold ({exc})") from exc
+            raise ConfigError(f"{where}: cannot read a threshold ({exc})") from exc
+        if data.get("kind", "cascade") != "cascade":
+            raise ConfigError(f"{where}: a {data['kind']!r} router's file, not a cascade calibration (write one with "
+                              "`tiergate router calibrate`)")
+        if not 0 <= threshold <= 1:
+            raise ConfigError(f"{where}: threshold {threshold:g} is not a confidence between 0 and 1")
+        return threshold
 
     def _load_labels(self) -> None:
         """The small tier's label set, when it is a classifier tier (read from its model directory)."""

@@ -261,6 +261,7 @@ class LearnedRouter(Router):
         opts: LearnedRouter.Options = self.options  # type: ignore[assignment]
         path = Path(opts.path)
         self.path = path if path.is_absolute() else Path(ctx.base_dir) / path
+        read_router_info(self.path, "learned")  # a missing or wrong artifact fails `config check`, not a start
         self.model: LearnedRouterModel | None = None
         self.embedder: Embedder | None = None
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from tiergate.config import Config, RouterSpec, format_validation_error
-from tiergate.errors import ConfigError, NotFound
+from tiergate.errors import ConfigError, NotFound, TiergateError
 from tiergate.routing.base import RouteDecision, Router, RouteRequest, RoutingContext
 from tiergate.routing.registry import router_class
 
@@ -20,16 +20,22 @@ AUTO = "auto"
 
 
 def build_router(spec: RouterSpec, ctx: RoutingContext, where: str) -> Router:
-    cls = router_class(spec.kind)
-    raw = spec.model_dump(exclude={"kind"})
+    """A router from its config entry at `where` (e.g. workloads.triage.policy[0]); every error names `where`."""
     try:
-        options = cls.Options.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, where)) from exc
-    for name in _tier_refs(options):
-        if name not in ctx.tiers:
-            raise ConfigError(f"{where}: unknown tier {name!r}")
-    return cls(options, ctx)
+        cls = router_class(spec.kind)
+        raw = spec.model_dump(exclude={"kind"})
+        try:
+            options = cls.Options.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, where)) from exc
+        for name in _tier_refs(options):
+            if name not in ctx.tiers:
+                raise ConfigError(f"{where}: unknown tier {name!r}")
+        return cls(options, ctx)  # routers with artifacts check them here (light reads; the load is at start)
+    except TiergateError as exc:
+        if exc.message.startswith(where) or exc.message.startswith("workloads."):
+            raise
+        raise ConfigError(f"{where}: {exc.message}") from exc
 
 
 def _tier_refs(options: object) -> list[str]:
@@ -78,7 +84,9 @@ class Routing:
 
     @classmethod
     def from_config(cls, config: Config, *, extra_models: dict[str, str] | None = None,
-                    base_dir: str = ".") -> Routing:
+                    base_dir: str | None = None) -> Routing:
+        """`base_dir`: where relative router paths are read from (default: the config file's directory)."""
+        base_dir = base_dir if base_dir is not None else config.base_dir
         policies: dict[str, WorkloadPolicy] = {}
         for wname, wl in config.workloads.items():
             ctx = RoutingContext(tiers=dict(config.tiers), workload=wname, base_dir=base_dir)
