@@ -40,7 +40,8 @@ class ContentCascade(Router):
 
     async def review(self, req: RouteRequest, result) -> RouteDecision | None:  # type: ignore[no-untyped-def]
         if "escalate" in (result.content or ""):
-            return RouteDecision(self.options.large, "cascade:escalated", score=0.1)  # type: ignore[attr-defined]
+            return RouteDecision(self.options.large, "cascade:escalated", score=0.1,  # type: ignore[attr-defined]
+                                 detail={"why": "asked to"})
         return None
 
 
@@ -116,6 +117,21 @@ def test_cascade_keeps_or_escalates_with_both_answers(env):
     assert final["answer"] == "stub answer: hard question"
     assert [r["route_reason"] for r in recs if r["role"] == "primary"] == \
         ["cascade:kept", "cascade:escalated", "cascade:kept"]
+
+
+def test_a_failed_escalation_is_the_large_tiers_and_keeps_the_small_answer(env):
+    gw, small, large = env
+    large.control(fail={"count": 10, "status": 503})
+    client = openai.OpenAI(base_url=gw.base_url, api_key="none", max_retries=0)
+    with pytest.raises(openai.APIStatusError) as exc:
+        client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hard question"}],
+                                       metadata={"workload": "cascaded"})
+    assert exc.value.response.headers["x-tiergate-tier"] == "large"
+    assert exc.value.response.headers["x-tiergate-route-reason"] == "cascade:escalated"
+    final = [r for r in _flush(gw) if r["role"] == "primary"][-1]
+    assert (final["tier"], final["route_reason"], final["status"]) == ("large", "cascade:escalated", "error")
+    assert final["response"]["cascade"]["first_answer"] == "I must escalate this"
+    assert final["response"]["cascade"]["why"] == "asked to"
 
 
 def test_shadow_adds_no_latency_and_never_changes_the_answer(env):

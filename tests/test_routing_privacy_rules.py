@@ -13,6 +13,7 @@ from tiergate.errors import ConfigError
 from tiergate.routing.base import RouteRequest
 from tiergate.routing.policy import Routing
 from tiergate.routing.privacy import detect_sensitive
+from tiergate.store.records import query_records
 from tiergate.testing.gateway import run_gateway
 from tiergate.testing.stub_process import start_stub
 
@@ -230,6 +231,13 @@ def test_privacy_never_external_even_when_on_prem_fails(tmp_path, stubs):
         assert refused.status_code >= 500
         assert len(external.requests()) == 1
         assert all("4111" not in str(r["body"]) for r in external.requests())
+        import asyncio
+
+        loop = gw.gateway.writer._task.get_loop()
+        asyncio.run_coroutine_threadsafe(gw.gateway.writer.flush(), loop).result(10)
+        first = query_records(gw.gateway.engine, limit=None, newest_first=False)[0]
+        assert first["response"]["route"] == {"found": ["card"], "counts": {"card": 1}}  # kinds, never values
+        assert "4111" not in str(first["response"])
 
 
 def test_privacy_with_only_external_tiers_left_is_refused(tmp_path, stubs):

@@ -289,7 +289,10 @@ class Gateway:
         self._account(first_rec, d1.tier, first.prompt_tokens, first.completion_tokens)
         await self._record(first_rec)
         rec["_cascade"] = {"first_tier": d1.tier, "first_answer": first.content, "confidence": first.confidence,
-                           "score": escalate.score, "first_request_id": first_rec["request_id"]}
+                           "score": escalate.score, "first_request_id": first_rec["request_id"],
+                           **({"why": escalate.detail["why"]} if escalate.detail and "why" in escalate.detail else {})}
+        # from here the request is the escalation's: a failure is the escalation tier's, and says so
+        rec.update(tier=escalate.tier, route_reason=escalate.reason, route_score=escalate.score)
         final, d2 = await self._complete(plain, escalate)
         reason = escalate.reason if d2.reason == escalate.reason else d2.reason
         return final, Dispatched(d2.tier, reason, d2.fell_back_from)
@@ -454,6 +457,8 @@ class Gateway:
             extra["decided"] = {"tier": decision.tier, "reason": decision.reason}
         if "_cascade" in rec:
             extra["cascade"] = rec.pop("_cascade")
+        if decision.detail and d.reason == decision.reason:
+            extra["route"] = decision.detail  # what the router saw (privacy: the kinds found, never the values)
         try:
             extra["finish_reason"] = result.data["choices"][0].get("finish_reason")
         except (KeyError, IndexError, TypeError, AttributeError):
@@ -476,6 +481,8 @@ class Gateway:
         return error_response(exc)
 
     def _fail(self, rec: dict[str, Any], exc: TiergateError, t0: float) -> None:
+        if "_cascade" in rec:  # the escalation failed: the small tier's answer stays in the record
+            rec["response"] = {**(rec.get("response") or {}), "cascade": rec.pop("_cascade")}
         rec.update(status="error", http_status=exc.status, error=f"{type(exc).__name__}: {exc.message}"[:2000])
         rec["latency_ms"] = (time.perf_counter() - t0) * 1000
         self.metrics.errors.labels(str(exc.status)).inc()
@@ -652,6 +659,8 @@ class Gateway:
         if d.fell_back_from:
             extra["fallback_from"] = d.fell_back_from
             extra["decided"] = {"tier": decision.tier, "reason": decision.reason}
+        if decision.detail and d.reason == decision.reason:
+            extra["route"] = decision.detail
         rec.update(status="ok", http_status=200, answer=answer, response=extra)
         self._account(rec, d.tier, pt, ct)
         latency = time.perf_counter() - t0
