@@ -290,3 +290,15 @@ def test_export_traffic_captured_by_a_real_gateway(tmp_path: Path) -> None:
                          {"input": "WHERE is my card ", "output": "card_delivery"}]
     s = ds.meta["export"]
     assert (s.read, dict(s.excluded), s.duplicates, s.conflicting) == (4, {"error": 1}, 1, 1)
+
+
+def test_labels_are_cleaned_as_the_harness_reads_them(tmp_path: Path) -> None:
+    """"billing." and '"billing"' are the class billing: eval, compare and the rollout gates read answers so, and
+    an export that kept the period would train a model on classes that do not exist."""
+    url = f"sqlite:///{tmp_path / 'labels.db'}"
+    engine = open_store(url)
+    insert_records(engine, [normalize_record(_rec(f"q{i}", _t(2, 9, i), f"ticket {i}", answer))
+                            for i, answer in enumerate(["billing.", ' "billing" ', "refund", "refund.\n"])])
+    engine.dispose()
+    assert [ex.output for ex in export_traffic(url, "triage", task="classification")] == \
+        ["billing", "billing", "refund", "refund"]

@@ -175,13 +175,13 @@ def _output(answer: Any, task: Task, labels: Sequence[str] | None) -> tuple[Any,
     if not isinstance(answer, str) or not answer.strip():
         return None, "empty_answer"
     if task == "classification":
-        label = answer.strip()
-        if labels:
-            from tiergate.evaluate.metrics import INVALID, match_label
+        from tiergate.evaluate.metrics import INVALID, clean_label, match_label
 
-            label = match_label(label, labels)
+        if labels:
+            label = match_label(answer.strip(), labels)
             return (None, "not_in_labels") if label == INVALID else (label, None)
-        if "\n" in label or len(label) > _MAX_LABEL_CHARS:
+        label = clean_label(answer)  # "billing." and "billing" are one class, as the evaluation harness sees them
+        if not label or "\n" in label or len(label) > _MAX_LABEL_CHARS:
             return None, "not_label"
         return label, None
     if task == "extraction":

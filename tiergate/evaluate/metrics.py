@@ -124,14 +124,19 @@ def macro_f1_score(golds: Sequence[Any], preds: Sequence[Any], labels: Sequence[
 INVALID = "<invalid>"
 
 
+def clean_label(answer: str) -> str:
+    """An answer as a label: trimmed of whitespace, quotes and a final period ("Billing." -> "Billing")."""
+    return answer.strip().strip("\"'`").strip().rstrip(".").strip()
+
+
 def match_label(answer: str | None, labels: Sequence[str]) -> str:
-    """Map an answer to a label: exact, else trimmed of whitespace, quotes and a final period and case-folded;
-    anything else (and a failed request) is INVALID."""
+    """Map an answer to a label: exact, else cleaned (`clean_label`) and case-folded; anything else (and a failed
+    request) is INVALID."""
     if answer is None:
         return INVALID
     if answer in labels:
         return answer
-    clean = answer.strip().strip("\"'`").strip().rstrip(".").strip().casefold()
+    clean = clean_label(answer).casefold()
     for label in labels:
         if label.casefold() == clean:
             return label
