@@ -118,3 +118,12 @@ def test_cli_writes_the_same_page_from_the_store(traffic: Any, tmp_path: Path,
     with pytest.raises(SystemExit) as exc:
         main()
     assert exc.value.code == 2 and "no capture store" in capsys.readouterr().err
+
+
+def test_net_savings_take_off_the_shadow_spend() -> None:
+    from tiergate.costs.spend_render import net_savings
+
+    report = {"baseline": {"savings_usd": 10.0}, "shadow": {"requests": 3, "cost_usd": 2.5}}
+    assert net_savings(report) == 7.5
+    assert net_savings({"baseline": {"savings_usd": 10.0}, "shadow": {"requests": 3, "cost_usd": None}}) is None
+    assert net_savings({"baseline": None, "shadow": {"requests": 0, "cost_usd": None}}) is None

@@ -47,6 +47,15 @@ def _cost(s: dict[str, Any]) -> str:
     return usd(s["cost_usd"])
 
 
+def net_savings(report: dict[str, Any]) -> float | None:
+    """The saving against the baseline less what shadow calls (rollout evidence, verification) cost; None when
+    either is unknown."""
+    base, shadow = report["baseline"], report["shadow"]["cost_usd"]
+    if not base or base["savings_usd"] is None or (report["shadow"]["requests"] and shadow is None):
+        return None
+    return base["savings_usd"] - (shadow or 0.0)
+
+
 def tables(report: dict[str, Any]) -> list[Table_]:
     """(title, header, rows) of every table of the report, formatted."""
     spend, base = report["spend"], report["baseline"]
@@ -116,7 +125,11 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                 text += " (priced records only)"
         lines.append(text)
     if report["shadow"]["requests"]:
-        lines.append(f"shadow spend: {usd(report['shadow']['cost_usd'])} on {report['shadow']['requests']:,} shadow calls")
+        text = f"shadow spend: {usd(report['shadow']['cost_usd'])} on {report['shadow']['requests']:,} shadow calls"
+        net = net_savings(report)
+        if net is not None:
+            text += f"; saved net of it: {usd(net)}"
+        lines.append(text)
     un = report["unpriced"]
     if un["requests"] or un["shadow_requests"]:
         lines.append(f"UNPRICED: {un['requests']:,} records (+{un['shadow_requests']:,} shadow) on tiers "

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import Engine, case, func, select
 
-from tiergate.costs.spend_render import usd
+from tiergate.costs.spend_render import net_savings, usd
 from tiergate.store.schema import records as r
 
 LATENCY_SAMPLE = 20000
@@ -85,6 +85,7 @@ def collect(engine: Engine, config: Any, *, since: float, until: float | None = 
     on_prem = {n for n, t in config.tiers.items() if t.zone == "on_prem"}
 
     spend = spend_report(engine, config, since=since, until=until)
+
     for wl, w in workloads.items():
         w["cost_usd"] = spend["spend"]["by_workload"].get(wl, {}).get("cost_usd")
         base = (spend["baseline"] or {}).get("by_workload", {}).get(wl)
@@ -112,6 +113,7 @@ def collect(engine: Engine, config: Any, *, since: float, until: float | None = 
             "baseline_cost_usd": base["cost_usd"] if base else None,
             "savings_usd": base["savings_usd"] if base else None,
             "savings_pct": base["savings_pct"] if base else None,
+            "net_savings_usd": net_savings(spend),
             "unpriced_requests": spend["unpriced"]["requests"],
         },
         "series": [{"t": b * bucket_s, "by_tier": series[b]} for b in sorted(series)],
@@ -206,7 +208,8 @@ def render(data: dict[str, Any], *, refresh_s: int | None = None) -> str:
         ("on-prem share", _share(t["on_prem_share"]), ", ".join(data["on_prem_tiers"]) or "no on-prem tier"),
         ("spend", usd(t["cost_usd"]), f"+ {usd(t['shadow_cost_usd'])} shadow"
          + (f", {t['unpriced_requests']:,} unpriced" if t["unpriced_requests"] else "")),
-        ("saved", saved, f"against all on {t['baseline_tier']} ({usd(t['baseline_cost_usd'])})"
+        ("saved", saved, (f"against all on {t['baseline_tier']} ({usd(t['baseline_cost_usd'])}); "
+                          f"net of shadow calls {usd(t['net_savings_usd'])}")
          if t["baseline_tier"] else "no priced baseline tier"),
     ]
     card_html = "".join(f'<div class="card"><div class="k">{_e(k)}</div><div class="v">{_e(v)}</div>'
