@@ -280,3 +280,52 @@ def test_gateways_sharing_a_store_judge_on_all_their_evidence(tmp_path: Any, stu
             time.sleep(0.05)
         history = RolloutStore(open_store(url)).history("triage")
         assert "over 1" in history[-1]["reason"] and history[-1]["actor"] == "gates"  # 10+ pairs, not 6
+
+
+def test_passing_gates_wait_for_the_stage_age_and_for_drift_alarms_to_clear(tmp_path: Any, stubs: Any) -> None:
+    frontier, small = stubs
+
+    class Alarming:  # a drift monitor that is alarming for triage
+        checks = ["input"]
+
+        def alarming(self, workload: str) -> list[str]:
+            return list(self.checks) if workload == "triage" else []
+
+    gates = {**GATES, "min_compared": 10}
+    cfg = config(f"sqlite:///{tmp_path / 'r.db'}", frontier, small, gates={**gates, "min_stage_s": 3600})
+    with rollout_gateway(cfg) as (gw, manager):
+        client = openai.OpenAI(base_url=gw.base_url, api_key="none", max_retries=0)
+        for text in list(GOOD)[:30]:
+            ask(client, text)
+            settle(gw)
+        assert stage(manager) == "shadow"
+        status = manager.status()["triage"]
+        assert status["next_action"] == "wait" and "min_stage_s 3600" in status["advance_blocked"]
+    cfg = config(f"sqlite:///{tmp_path / 'r2.db'}", frontier, small, gates=gates)
+    with rollout_gateway(cfg) as (gw, manager):
+        monitor = Alarming()
+        gw.gateway.observers.append(monitor)
+        client = openai.OpenAI(base_url=gw.base_url, api_key="none", max_retries=0)
+        for text in list(GOOD)[:30]:
+            ask(client, text)
+            settle(gw)
+        assert stage(manager) == "shadow"
+        assert "drift alarm (input)" in manager.status()["triage"]["advance_blocked"]
+        monitor.checks = []  # the alarm clears: the next good pair advances
+        ask(client, "good 40")
+        settle(gw)
+        assert stage(manager) == "canary-10"
+
+
+def test_status_marks_a_rollout_the_config_no_longer_has(tmp_path: Any, stubs: Any) -> None:
+    from tiergate.config import parse_config
+    from tiergate.rollout.inspect import rollout_status
+    from tiergate.rollout.state import default_stages
+
+    frontier, small = stubs
+    engine = open_store(f"sqlite:///{tmp_path / 'r.db'}")
+    RolloutStore(engine).start("ghost", primary="frontier", candidate="small", stages=default_stages([10, 50]),
+                               actor="test", reason="test")
+    cfg = parse_config(config(f"sqlite:///{tmp_path / 'r.db'}", frontier, small))
+    rows = {r["workload"]: r for r in rollout_status(engine, cfg)}
+    assert rows["ghost"]["configured"] is False and "window" not in rows["ghost"]

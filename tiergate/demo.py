@@ -5,8 +5,8 @@
 2. train and evaluate: a small classifier fine-tuned on CLINC150 intents (from ../shared/data) and scored side by
    side with the general model (SmolLM2 zero-shot) by the one evaluation harness.
 3. cut over: the classifier shadows a frontier tier (a local OpenAI-compatible stand-in, priced as gpt-4o-mini),
-   advances 10% -> 50% -> 100% through the gates, then traffic drifts, the monitor alarms and the rollout rolls
-   back by itself; the spend report shows the cost against the all-frontier counterfactual.
+   advances 10% -> 50% -> 100% through the gates, then traffic drifts: the agreement gate rolls the rollout back
+   by itself and the drift monitor reports the shift; the spend report shows the cost against the all-frontier counterfactual.
 4. the 3-year TCO of the published document-classification scenario.
 """
 

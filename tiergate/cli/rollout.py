@@ -76,6 +76,8 @@ def register(app: typer.Typer) -> None:
             held = " (held)" if r["held"] else ""
             typer.echo(f"{r['workload']}: {r['stage']}{held}, {r['percent']:g}% of traffic to {r['candidate']}, "
                        f"primary {r['primary']} [version {r['version']}, since {_when(r['stage_since'])}]")
+            if not r.get("configured", True):
+                typer.echo("  not in this config: no gateway with it routes by this rollout")
             if r.get("candidate_model"):
                 typer.echo(f"  candidate model: {r['candidate_model']}")
             if w:
@@ -83,6 +85,8 @@ def register(app: typer.Typer) -> None:
                            f"(lower bound {_pct(w['agreement_lower'])}), errors {w['errors']}/{w['answers']}, "
                            f"flagged {w['flagged']}/{w['checked']}, p95 {_pct(w['latency_ms_p95'])} ms")
                 typer.echo(f"  gates: {'; '.join(r.get('gates') or []) or '-'} -> {r.get('next_action') or 'wait'}")
+                if r.get("advance_blocked"):
+                    typer.echo(f"  advance held: {r['advance_blocked']}")
             typer.echo(f"  last change: {r['reason']} ({r['actor']}, {_when(r['updated_at'])})")
 
 

@@ -243,6 +243,10 @@ class Monitor:
         except Exception as exc:
             log.error("monitor: cannot store %d check results: %s", len(rows), exc.__class__.__name__)
 
+    def alarming(self, workload: str) -> list[str]:
+        """The checks alarming now for `workload` (what holds its rollout's automatic advance)."""
+        return sorted(k for (w, k), a in self.alerts.alarming.items() if w == workload and a)
+
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"pending": len(self.pending), "dropped": self.dropped, "processed": self.processed,
                                "workloads": {}}
@@ -251,7 +255,7 @@ class Monitor:
             out["workloads"][name] = {
                 "task": wl.task, "tiers": sorted(wl.tiers), "reference": wl.cfg.reference,
                 "checks": {k: r.to_json() for k, r in (det.last.items() if det else [])},
-                "alarming": sorted(k for (w, k), a in self.alerts.alarming.items() if w == name and a),
+                "alarming": self.alarming(name),
                 "hallucinations": {t: dict(c) for t, c in wl.flags.items()},
             }
         return out

@@ -46,6 +46,10 @@ class GateConfig(BaseModel):
     max_hallucination_rate: float = Field(0.02, ge=0, le=1,
                                           description="answers flagged by hallucination checks allowed")
     min_rate_samples: int = Field(20, ge=1, description="answers needed before error/hallucination rates roll back")
+    min_stage_s: float = Field(0.0, ge=0, description="seconds a stage must last before it may advance (a canary "
+                                                         "should see more than a burst: an hour or a day in production)")
+    hold_on_drift: bool = Field(True, description="no automatic advance while the workload's drift monitor alarms "
+                                                   "(rollback stays armed)")
 
 
 @dataclass(frozen=True, slots=True)

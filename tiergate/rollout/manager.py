@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -139,10 +140,25 @@ class RolloutManager:
         if verdict.action == "rollback" and opts.auto_rollback:
             self._move(rt, state, ROLLED_BACK, "gate failed: " + "; ".join(verdict.reasons), verdict.stats)
         elif verdict.action == "advance" and opts.auto_advance and not state.held and state.stage != FULL:
+            rt.blocked = self.advance_blocker(rt)
             target = state.next_stage()
-            if target is not None:
+            if target is not None and rt.blocked is None:
                 self._move(rt, state, target, "gates passed: " + "; ".join(verdict.reasons), verdict.stats)
         return verdict
+
+    def advance_blocker(self, rt: Runtime) -> str | None:
+        """Why passing gates may not advance the stage yet, or None: the stage is younger than `min_stage_s`, or
+        the workload's drift monitor is alarming (`hold_on_drift`)."""
+        state, gates = rt.router.state, rt.router.opts.gates
+        age = time.time() - state.stage_since
+        if age < gates.min_stage_s:
+            return f"stage is {age:.0f}s old; min_stage_s {gates.min_stage_s:g}"
+        if gates.hold_on_drift:
+            for observer in self.gateway.observers:
+                alarming = getattr(observer, "alarming", None)
+                if callable(alarming) and (checks := alarming(state.workload)):
+                    return f"drift alarm ({', '.join(checks)}): advance held until it clears"
+        return None
 
     def _move(self, rt: Runtime, state: RolloutState, target: str, reason: str, stats: dict[str, Any]) -> None:
         rt.pending = True
@@ -215,8 +231,10 @@ class RolloutManager:
         out = {}
         for wl, rt in self.runtimes.items():
             verdict = evaluate(rt.window, rt.router.opts.gates)
+            blocked = self.advance_blocker(rt) if verdict.action == "advance" else None
             out[wl] = {**rt.router.state.to_json(), "window": verdict.stats, "gates": verdict.reasons,
-                       "next_action": verdict.action, "task": rt.task}
+                       "next_action": "wait" if blocked else verdict.action, "task": rt.task,
+                       **({"advance_blocked": blocked} if blocked else {})}
         return out
 
 
