@@ -6,7 +6,8 @@
    side with the general model (SmolLM2 zero-shot) by the one evaluation harness.
 3. cut over: the classifier shadows a frontier tier (a local OpenAI-compatible stand-in, priced as gpt-4o-mini),
    advances 10% -> 50% -> 100% through the gates, then traffic drifts: the agreement gate rolls the rollout back
-   by itself and the drift monitor reports the shift; the spend report shows the cost against the all-frontier counterfactual.
+   by itself and the drift monitor reports the shift; the spend report shows the cost against the all-frontier
+   counterfactual.
 4. the 3-year TCO of the published document-classification scenario.
 """
 
