@@ -478,3 +478,20 @@ def test_lexical_vote_is_blended_with_its_weight_and_can_be_switched_off(tmp_pat
     assert np.allclose(plain.predict_proba(texts), softmax(head, plain.temperature), atol=1e-6)
     with pytest.raises(ConfigError, match="lexical_weight"):
         trainer.make_config({"lexical_weight": -1})
+
+
+def test_no_temperature_is_fitted_on_validation_data_without_a_mistake() -> None:
+    """With every validation example right, the likelihood only rewards sharper probabilities: the fit ran to the
+    bound (T = 0.05, every confidence 1.0). The temperature stays 1 and the record and a warning say why."""
+    import numpy as np
+
+    from tiergate.train.calibration import fit_temperature
+    from tiergate.train.classifier import calibrate
+
+    logits = np.array([[2.0, 0.0, 0.0], [0.0, 1.5, 0.0], [0.0, 0.0, 1.0]] * 4)
+    gold = [0, 1, 2] * 4
+    with pytest.warns(UserWarning, match="all 12 validation examples right"):
+        temperature, weight, record, _ = calibrate(logits, gold, lexical_logp=np.zeros_like(logits))
+    assert temperature == 1.0 and weight == 0.5 and "skipped" in record["temperature_fit"]
+    wrong = [0, 1, 2] * 3 + [1, 2, 0]  # three mistakes: a temperature is fitted, away from the bound
+    assert 0.1 < fit_temperature(logits, wrong) != 1.0

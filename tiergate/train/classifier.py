@@ -30,7 +30,13 @@ from tiergate.data.dataset import Dataset
 from tiergate.data.split import split_dataset
 from tiergate.errors import ConfigError, DataError
 from tiergate.train.base import TrainedModel, Trainer, finish_model_dir
-from tiergate.train.calibration import expected_calibration_error, fit_temperature, nll, softmax
+from tiergate.train.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    nll,
+    separable_fit,
+    softmax,
+)
 from tiergate.train.classifier_config import RUN_ONLY, ClassifierConfig
 from tiergate.train.classifier_model import (
     ClassifierPredictor,
@@ -111,7 +117,7 @@ def calibrate(logits: np.ndarray, eval_y: list[int], lexical_logp: np.ndarray | 
     extra: dict[str, Any] = {}
     if lexical_logp is not None:
         if known:
-            if lexical_weight is None:
+            if lexical_weight is None and separable_fit(logits[known] + weight * lexical_logp[known], y):
                 weight, temperature = fit_blend(logits[known], lexical_logp[known], y)
             else:
                 temperature = fit_temperature(logits[known] + weight * lexical_logp[known], y)
@@ -123,6 +129,12 @@ def calibrate(logits: np.ndarray, eval_y: list[int], lexical_logp: np.ndarray | 
     before, after = score_logits(logits, eval_y, 1.0), score_logits(logits, eval_y, temperature)
     calibration = {"ece_before": before["ece"], "ece_after": after["ece"],
                    "nll_before": before.get("nll"), "nll_after": after.get("nll")}
+    if known and not separable_fit(logits[known], y):  # (the blend's weight kept at its default too)
+        calibration["temperature_fit"] = (f"skipped: no mistake among the {len(y)} validation examples to fit it "
+                                          "on (temperature 1)")
+        warnings.warn(f"the temperature was not fitted: the model gets all {len(y)} validation examples right, so "
+                      "its confidences are uncalibrated; give more validation data (--eval or val_fraction)",
+                      stacklevel=2)
     if lexical_logp is not None:
         calibration["lexical_weight"] = weight
         extra["lexical_weight"] = weight
