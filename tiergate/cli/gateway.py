@@ -106,18 +106,6 @@ def _unknown(value: float | None, spec: str = "") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _since(value: str | None) -> float | None:
-    if not value:
-        return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if value[-1] in units and value[:-1].replace(".", "", 1).isdigit():
-        return dt.datetime.now().timestamp() - float(value[:-1]) * units[value[-1]]
-    try:
-        return dt.datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        raise typer.BadParameter(f"{value!r}: use a duration like 30m, 2h, 7d or an ISO date") from None
-
-
 def dashboard(
     html: Path = typer.Option(..., "--html", help="the page to write"),
     since: str = typer.Option("24h", "--since", help="window: 30m, 12h, 7d, 2w, an ISO date, or all"),
@@ -159,7 +147,9 @@ def logs_show(
         raise typer.BadParameter(f"{status!r}: ok or error", param_hint="--status")
     if limit < 1:
         raise typer.BadParameter(f"must be at least 1, got {limit}", param_hint="--limit")
-    start = _since(since)
+    from tiergate.costs.report import parse_since
+
+    start = None if since in (None, "all") else parse_since(since)
     rows = query_records(open_engine(get_config(config, db), create=False), workload=workload, tier=tier,
                          status=status, since=start, limit=limit)
     if jsonl:
