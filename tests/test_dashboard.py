@@ -127,3 +127,31 @@ def test_net_savings_take_off_the_shadow_spend() -> None:
     assert net_savings(report) == 7.5
     assert net_savings({"baseline": {"savings_usd": 10.0}, "shadow": {"requests": 3, "cost_usd": None}}) is None
     assert net_savings({"baseline": None, "shadow": {"requests": 0, "cost_usd": None}}) is None
+
+
+def test_the_same_figures_on_sqlite_and_postgresql(store_url: str) -> None:
+    """The page's figures are SQL aggregates: the same on both stores (hourly buckets, errors, tier split)."""
+    from tiergate.config import parse_config
+    from tiergate.gateway.dashboard import collect, render
+    from tiergate.store.db import open_store
+    from tiergate.store.writer import insert_records, normalize_record
+
+    now = time.time()
+    engine = open_store(store_url)
+    insert_records(engine, [normalize_record({
+        "request_id": f"r{i}", "created_at": now - 360 * i, "workload": f"w{i % 2}", "role": "primary",
+        "tier": "frontier" if i % 3 else "onprem", "status": "ok" if i % 7 else "error",
+        "http_status": 200 if i % 7 else 502, "prompt_tokens": 10, "completion_tokens": 5,
+        "cost_usd": 0.001 if i % 3 else 0.0001, "latency_ms": 10.0 + i, "route_reason": "default",
+        "messages": [{"role": "user", "content": "x"}]}) for i in range(100)])
+    cfg = parse_config({"tiers": {
+        "frontier": {"kind": "upstream", "base_url": "http://127.0.0.1:9/v1", "price": {"input_per_mtok": 1}},
+        "onprem": {"kind": "upstream", "base_url": "http://127.0.0.1:9/v1", "zone": "on_prem",
+                   "price": {"input_per_mtok": 0.1}}}})
+    data = collect(engine, cfg, since=now - 3 * 86400)
+    engine.dispose()
+    t = data["totals"]
+    assert (t["requests"], t["errors"], data["bucket_s"]) == (100, 15, 3600)
+    assert sum(sum(p["by_tier"].values()) for p in data["series"]) == 100 and len(data["series"]) == 11
+    assert data["workloads"]["w0"]["by_tier"] == {"frontier": 33, "onprem": 17}
+    assert t["on_prem_share"] == pytest.approx(34 / 100) and "w1" in render(data)
