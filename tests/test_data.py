@@ -248,6 +248,9 @@ def test_bad_fractions() -> None:
     ("call 07700 900123", "call [PHONE]"),
     ("SSN 123-45-6789, passport: X1234567, DOB: 1990-01-02", "SSN [SSN], passport: [PASSPORT], DOB: [DOB]"),
     ("IBAN gb82 west 1234 5698 7654 32", "IBAN [ACCOUNT]"),
+    ("SSN 123 45 6789", "SSN [SSN]"),
+    ("my passport renewal for 2 adults", "my passport renewal for 2 adults"),
+    ("passport expired 2 weeks ago", "passport expired 2 weeks ago"),
 ])
 def test_scrub_text(text: str, expected: str) -> None:
     assert scrub_text(text)[0] == expected

@@ -116,6 +116,9 @@ def test_a_stream_the_caller_drops_keeps_its_partial_answer_and_cost(gw: Running
     assert rec["prompt_tokens"] > 0 and rec["completion_tokens"] > 0
     assert rec["cost_usd"] == pytest.approx((rec["prompt_tokens"] * 2.0 + rec["completion_tokens"] * 8.0) / 1e6)
     assert _error_count(gw, 499) == 1 and gw.gateway.inflight == 0
+    from tiergate.costs.report import spend_report  # what the upstream billed is spend
+
+    assert spend_report(gw.gateway.engine, gw.gateway.config)["spend"]["cost_usd"] == pytest.approx(rec["cost_usd"])
 
 
 def test_refusals_before_a_record_are_counted(gw: RunningGateway) -> None:
@@ -130,6 +133,8 @@ def test_shape_errors_name_the_field(gw: RunningGateway) -> None:
     for modalities in (5, "text", [1]):
         r = _post(gw, {**MSG, "modalities": modalities})
         assert r.status_code == 400 and r.json()["error"]["param"] == "modalities"
+    r = _post(gw, {**MSG, "temperature": "hot"}, headers={"X-Tiergate-Workload": "chat"})
+    assert r.status_code == 400 and _records(gw)[-1]["workload"] == "chat"  # counted on its workload
 
 
 def test_admin_refuses_bad_keys_and_limits(gw: RunningGateway) -> None:
@@ -145,6 +150,10 @@ def test_admin_refuses_bad_keys_and_limits(gw: RunningGateway) -> None:
     assert httpx.post(url, json={"name": "ops", "workloads": ["billing"]}, headers=ADMIN).status_code == 201
     r = httpx.post(url, json={"name": "ops"}, headers=ADMIN)  # keys are revoked by name: names are unique
     assert r.status_code == 400 and "already named" in r.json()["error"]["message"]
+    r = httpx.post(url, json={"name": "x" * 129}, headers=ADMIN)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "name"
+    r = httpx.get(gw.url + "/admin/records", params={"status": "bogus"}, headers=ADMIN)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "status"
     for limit in ("-1", "0", "1001", "many"):
         r = httpx.get(gw.url + "/admin/records", params={"limit": limit}, headers=ADMIN)
         assert r.status_code == 400 and r.json()["error"]["param"] == "limit"

@@ -91,6 +91,8 @@ def test_privacy_scans_everything_a_tier_would_receive():
     msgs = [{"role": "user", "content": "refund my order"}, call,
             {"role": "tool", "tool_call_id": "c1", "content": "done"}]
     for body in ({"messages": msgs}, {"user": "jane.doe@example.com"}, {"metadata": {"customer": "+44 7700 900123"}},
+                 {"metadata": {"jane.doe@example.com": "vip"}},
+                 {"messages": [{"role": "user", "content": "data: customer SSN 123-45-6789"}]},
                  {"messages": [{"role": "user", "name": "jo@x.io", "content": "hi"}]}):
         req = RouteRequest({"model": "auto", "messages": [{"role": "user", "content": "hi"}], **body}, "w")
         assert asyncio.run(routing.route(req)).reason == "privacy", body

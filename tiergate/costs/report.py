@@ -236,13 +236,15 @@ def _day_utc(t: float) -> str:
 
 def spend_rows(engine: Any, *, shadow: bool, since: float | None = None, until: float | None = None,
                workload: str | None = None) -> Iterator[dict[str, Any]]:
-    """Answered records (status ok) in counterfactual() shape: primary and cascade_first ones, or the shadows."""
-    from sqlalchemy import select
+    """Records that cost something, in counterfactual() shape: primary and cascade_first ones, or the shadows.
+    Answered records, and failed ones that carry a cost (a stream that broke off after the tier had generated:
+    the tokens are billed all the same)."""
+    from sqlalchemy import or_, select
 
     from tiergate.store.schema import records as r
 
     q = select(r.c.created_at, r.c.workload, r.c.tier, r.c.role, r.c.prompt_tokens, r.c.completion_tokens,
-               r.c.cost_usd).where(r.c.status == "ok")
+               r.c.cost_usd).where(or_(r.c.status == "ok", r.c.cost_usd.is_not(None)))
     q = q.where(r.c.role == "shadow") if shadow else q.where(r.c.role != "shadow")
     with engine.connect() as conn:
         for row in conn.execution_options(yield_per=5000).execute(_where(q, since, until, workload).order_by(r.c.id)):

@@ -136,7 +136,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                      f"{', '.join(un['tiers'])} have no known cost; they are counted but not in any dollar figure, "
                      "and savings compare only priced records")
     if report["errors"]["requests"]:
-        lines.append(f"errors: {report['errors']['requests']:,} failed requests (not priced)")
+        lines.append(f"errors: {report['errors']['requests']:,} failed requests (priced only where the tier had "
+                     "used tokens: a stream that broke off)")
     return lines
 
 

@@ -45,7 +45,8 @@ _EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9
 _CARD = re.compile(r"(?<![\d-])[2-6]\d{3}(?:[ -]?\d){9,15}(?![\d-])")
 _IBAN = re.compile(r"\b([A-Z]{2})(\d{2})((?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?|[A-Z0-9]{11,30})\b")
 _SSN = re.compile(r"(?<![\d-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\d-])")
-_SSN_BARE = re.compile(r"(?i)\b(?:ssn|social security(?: number| no\.?)?)\b\D{0,20}?(?<!\d)(\d{9})(?!\d)")
+_SSN_BARE = re.compile(
+    r"(?i)\b(?:ssn|social security(?: number| no\.?)?)\b\D{0,20}?(?<!\d)(\d{3}[ ]?\d{2}[ ]?\d{4})(?![\d-])")
 _NINO = re.compile(r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")
 _PHONE_INTL = re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,5}\)?){2,6}(?![\w-])")
 _PHONE_NANP = re.compile(r"(?<![\w-])(?:\(\d{3}\)[ .-]?|\d{3}[.-])\d{3}[ .-]\d{4}(?![\w-])")
@@ -59,7 +60,7 @@ _ACCOUNT = re.compile(
 _DOB = re.compile(
     r"(?i)\b(?:date of birth|d\.?o\.?b\.?|born on|birth ?date)\b\s*(?:is|:)?\s*"
     r"(\d{1,4}[./-]\d{1,2}[./-]\d{1,4}|\d{1,2}(?:st|nd|rd|th)? [A-Za-z]{3,9},? \d{4}|[A-Za-z]{3,9} \d{1,2}(?:st|nd|rd|th)?,? \d{4})")
-_PASSPORT = re.compile(r"(?i)\bpassport\b(?:\s*(?:number|no\.?|#))?\s*(?:is|:)?\s*([A-Z0-9]{6,12})\b")
+_PASSPORT = re.compile(r"(?i)\bpassport\b(?:\s*(?:number|no\.?|#))?\s*(?:is|:)?\s*((?=[A-Z]*\d)[A-Z0-9]{6,12})\b")
 _NAME_CUE = re.compile(
     r"(?i:\bmy name(?: is|'s)|\bfull name\s*(?:is|:)|\bname\s*:|\bi am called|\bsigned,?)\s+"
     r"([A-Za-z][A-Za-z'-]+(?: [A-Za-z][A-Za-z'-]+){0,2})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import html
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from starlette.requests import Request
@@ -79,6 +80,8 @@ async def records(request: Request, gw: Gateway) -> Response:
         limit = 0
     if not 1 <= limit <= 1000:
         raise InvalidRequest("'limit' must be an integer from 1 to 1000.", param="limit")
+    if q.get("status") not in (None, "ok", "error"):
+        raise InvalidRequest("'status' must be ok or error.", param="status")
     rows = query_records(gw.engine, workload=q.get("workload"), tier=q.get("tier"), status=q.get("status"),
                          limit=limit)
     return json_response({"data": rows})
@@ -115,7 +118,7 @@ async def dashboard(request: Request) -> Response:
     try:
         if token is not None:
             gw.keys.check_admin(request.headers, token)
-            rest = "&".join(f"{k}={v}" for k, v in request.query_params.multi_items() if k != "token")
+            rest = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
             redirect = RedirectResponse("/dashboard" + (f"?{rest}" if rest else ""), status_code=303)
             redirect.set_cookie(ADMIN_COOKIE, token, httponly=True, samesite="strict", path="/dashboard")
             return redirect

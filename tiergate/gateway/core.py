@@ -221,9 +221,9 @@ class Gateway:
             raise RateLimited("The gateway is at its in-flight limit; retry shortly.", code="overloaded")
         body = parse_body(raw)
         rec["model"] = body.get("model") if isinstance(body.get("model"), str) else None
-        validate_chat_request(body)
-        workload = self._workload(body, headers)
+        workload = self._workload(body, headers)  # first: a request refused for its shape counts on its workload
         rec["workload"] = workload
+        validate_chat_request(body)
         self._capture_request(rec, body, headers)
         allowed = key.get("workloads") if key else None
         if allowed and (workload not in allowed if isinstance(allowed, list) else workload != allowed):

@@ -40,7 +40,8 @@ def collect(engine: Engine, config: Any, *, since: float, until: float | None = 
     error = case((r.c.status == "ok", 0), else_=1)
     with engine.connect() as conn:
         first = conn.execute(select(func.min(r.c.created_at)).where(*primary)).scalar_one()
-        since = max(since, first) if first is not None and since < first else since  # "all": from the first
+        if since < (first if first is not None else until - 86400):  # "all": from the first request (or a day)
+            since = first if first is not None else until - 86400
         bucket_s = 3600 if until - since <= 2 * 86400 else 86400
         buckets = conn.execute(
             select(func.floor(r.c.created_at / bucket_s).label("b"), r.c.tier, func.count())
@@ -56,9 +57,12 @@ def collect(engine: Engine, config: Any, *, since: float, until: float | None = 
             .group_by(r.c.http_status)).all()
         shadows = conn.execute(select(func.count()).where(
             r.c.role == "shadow", r.c.created_at >= since, r.c.created_at < until)).scalar_one()
-        latencies = conn.execute(
-            select(r.c.workload, r.c.latency_ms).where(*primary, r.c.status == "ok", r.c.latency_ms.is_not(None))
-            .order_by(r.c.id.desc()).limit(LATENCY_SAMPLE)).all()
+        answered = (*primary, r.c.status == "ok", r.c.latency_ms.is_not(None))
+        every = [float(ms) for (ms,) in conn.execute(
+            select(r.c.latency_ms).where(*answered).order_by(r.c.id.desc()).limit(LATENCY_SAMPLE))]
+        lat_by = {wl: [float(ms) for (ms,) in conn.execute(
+            select(r.c.latency_ms).where(*answered, r.c.workload == wl).order_by(r.c.id.desc()).limit(LATENCY_SAMPLE))]
+            for wl in {str(w) for w, _, _, _ in by_workload}}
         failures = conn.execute(
             select(r.c.created_at, r.c.request_id, r.c.workload, r.c.tier, r.c.http_status, r.c.error)
             .where(*primary, r.c.status != "ok").order_by(r.c.id.desc()).limit(10)).all()
@@ -73,13 +77,9 @@ def collect(engine: Engine, config: Any, *, since: float, until: float | None = 
         w["requests"] += int(n)
         w["errors"] += int(errs or 0)
         w["by_tier"][str(tier or "-")] = int(n)
-    lat_by: dict[str, list[float]] = {}
-    for wl, ms in latencies:
-        lat_by.setdefault(wl, []).append(float(ms))
     for wl, w in workloads.items():
         w["latency_ms_p50"] = _quantile(lat_by.get(wl, []), 0.5)
         w["latency_ms_p95"] = _quantile(lat_by.get(wl, []), 0.95)
-    every = [ms for v in lat_by.values() for ms in v]
     requests = sum(w["requests"] for w in workloads.values())
     errors = sum(w["errors"] for w in workloads.values())
     on_prem = {n for n, t in config.tiers.items() if t.zone == "on_prem"}
@@ -90,8 +90,12 @@ def collect(engine: Engine, config: Any, *, since: float, until: float | None = 
         w["cost_usd"] = spend["spend"]["by_workload"].get(wl, {}).get("cost_usd")
         base = (spend["baseline"] or {}).get("by_workload", {}).get(wl)
         w["savings_usd"] = base.get("savings_usd") if base else None
+    from tiergate.rollout.inspect import rollout_options
+
     rollouts = {s.workload: {"stage": s.stage, "primary": s.primary, "candidate": s.candidate, "held": s.held,
-                             "candidate_model": s.candidate_model} for s in RolloutStore(engine).list()}
+                             "candidate_model": s.candidate_model,
+                             "configured": rollout_options(config, s.workload) is not None}
+                for s in RolloutStore(engine).list()}
     monitor = monitor_status(engine, since_s=until - since)
     for wl, w in workloads.items():
         w["rollout"] = rollouts.get(wl)
@@ -111,6 +115,7 @@ def collect(engine: Engine, config: Any, *, since: float, until: float | None = 
             "cost_usd": spend["spend"]["cost_usd"], "shadow_cost_usd": spend["shadow"]["cost_usd"],
             "baseline_tier": base["tier"] if base else None,
             "baseline_cost_usd": base["cost_usd"] if base else None,
+            "baseline_comparable_usd": base["comparable_usd"] if base else None,
             "savings_usd": base["savings_usd"] if base else None,
             "savings_pct": base["savings_pct"] if base else None,
             "net_savings_usd": net_savings(spend),
@@ -208,8 +213,9 @@ def render(data: dict[str, Any], *, refresh_s: int | None = None) -> str:
         ("on-prem share", _share(t["on_prem_share"]), ", ".join(data["on_prem_tiers"]) or "no on-prem tier"),
         ("spend", usd(t["cost_usd"]), f"+ {usd(t['shadow_cost_usd'])} shadow"
          + (f", {t['unpriced_requests']:,} unpriced" if t["unpriced_requests"] else "")),
-        ("saved", saved, (f"against all on {t['baseline_tier']} ({usd(t['baseline_cost_usd'])}); "
-                          f"net of shadow calls {usd(t['net_savings_usd'])}")
+        ("saved", saved, (f"against all on {t['baseline_tier']} ({usd(t['baseline_comparable_usd'])}"
+                          + ("" if t["baseline_comparable_usd"] == t["baseline_cost_usd"] else " for the priced records")
+                          + f"); net of shadow calls {usd(t['net_savings_usd'])}")
          if t["baseline_tier"] else "no priced baseline tier"),
     ]
     card_html = "".join(f'<div class="card"><div class="k">{_e(k)}</div><div class="v">{_e(v)}</div>'
@@ -218,7 +224,8 @@ def render(data: dict[str, Any], *, refresh_s: int | None = None) -> str:
     wl_rows = []
     for name, w in data["workloads"].items():
         ro = w["rollout"]
-        stage = "-" if not ro else f"{ro['stage']}{' (held)' if ro['held'] else ''}: {ro['primary']} → {ro['candidate']}"
+        stage = "-" if not ro else (f"{ro['stage']}{' (held)' if ro['held'] else ''}: {ro['primary']} → "
+                                    f"{ro['candidate']}{'' if ro['configured'] else ' (not in this config)'}")
         alarms = ", ".join(w["alarms"]) if w["alarms"] else ("ok" if w["checks"] else "-")
         wl_rows.append(
             f"<tr><td>{_e(name)}</td><td class=n>{w['requests']:,}</td><td>{_split(w['by_tier'], colors)}</td>"
@@ -269,7 +276,8 @@ td.n {{ text-align: right; font-variant-numeric: tabular-nums; white-space: nowr
 <main>
 <div class="cards">{card_html}</div>
 <section><h2>Requests by tier</h2>{_chart(data, colors)}<div class="muted">{legend}</div></section>
-<section><h2>Workloads</h2><table><thead><tr><th>workload</th><th>requests</th><th>tiers</th><th>errors</th>
+<section><h2>Workloads</h2><div class="muted">latency: percentiles of each workload's latest
+{LATENCY_SAMPLE:,} answers in the window at most</div><table><thead><tr><th>workload</th><th>requests</th><th>tiers</th><th>errors</th>
 <th>p50</th><th>spend</th><th>saved</th><th>rollout</th><th>drift / quality</th></tr></thead>
 <tbody>{''.join(wl_rows) or '<tr><td colspan=9 class=muted>No traffic captured in this window.</td></tr>'}</tbody>
 </table></section>

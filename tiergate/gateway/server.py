@@ -35,7 +35,7 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None, w
         port=port if port is not None else config.server.port,
         log_level=config.server.log_level,
         access_log=False,
-        timeout_graceful_shutdown=int(config.server.shutdown_grace_s) or None,
+        timeout_graceful_shutdown=config.server.shutdown_grace_s or None,  # seconds, fractions kept
         http="httptools",
         loop="uvloop",
         lifespan="on",

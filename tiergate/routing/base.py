@@ -12,6 +12,7 @@ Route reasons are stable strings (shown in X-Tiergate-Route-Reason, captured rec
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -67,14 +68,18 @@ class RouteRequest:
         return ""
 
 
+_DATA_URL = re.compile(r"data:[\w.+-]+/[\w.+-]+(?:;[\w.+-]+=[\w.+-]+)*;base64,")
+
+
 def string_leaves(value: Any) -> Iterator[str]:
-    """Every string inside a JSON value (dict values and list items, recursively), data: URLs (inline images and
-    audio) left out: all the text of a request that a tier would receive."""
+    """Every string inside a JSON value (dict keys and values, list items, recursively), base64 data: URLs
+    (inline images and audio) left out: all the text of a request that a tier would receive."""
     if isinstance(value, str):
-        if not value.startswith("data:"):
+        if not _DATA_URL.match(value):
             yield value
     elif isinstance(value, dict):
-        for v in value.values():
+        for k, v in value.items():
+            yield str(k)
             yield from string_leaves(v)
     elif isinstance(value, list):
         for v in value:

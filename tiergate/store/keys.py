@@ -24,8 +24,8 @@ def create_key(engine: Engine, name: Any, workloads: Any = None) -> tuple[str, s
 
     `name` must be a non-empty string no active key has (keys are revoked by name too); `workloads`, when given,
     a non-empty list of workload names the key is limited to."""
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidRequest("A key needs a name (a non-empty string).", param="name")
+    if not isinstance(name, str) or not name.strip() or len(name) > 128:
+        raise InvalidRequest("A key needs a name: a non-empty string of at most 128 characters.", param="name")
     if workloads is not None and (not isinstance(workloads, list) or not workloads or not all(
             isinstance(w, str) and w for w in workloads)):
         raise InvalidRequest("'workloads' must be a non-empty list of workload names (or absent: all workloads).",

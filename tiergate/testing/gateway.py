@@ -53,7 +53,7 @@ def run_gateway(config: Config | dict[str, Any], *, create_key: bool = True, sta
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = gateway_server(app, log_level="warning", lifespan="on", access_log=False,
-                            timeout_graceful_shutdown=int(cfg.server.shutdown_grace_s) or None)
+                            timeout_graceful_shutdown=cfg.server.shutdown_grace_s or None)
     errors: list[BaseException] = []
 
     def target() -> None:
