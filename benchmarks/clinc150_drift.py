@@ -191,6 +191,9 @@ def main() -> None:
     if args.classifier_dir:
         labels = json.loads((Path(args.classifier_dir) / "labels.json").read_text())
         fixed_known = sorted({domain_of[x] for x in (labels if isinstance(labels, list) else labels["labels"])})
+        if len(fixed_known) == len(names):
+            sys.exit(f"{args.classifier_dir}: the classifier knows all {len(names)} domains, so no domain is left to "
+                     "shift traffic to; train it on a subset (e.g. 7 domains) for this benchmark")
 
     streams: list[dict[str, Any]] = []
     trials = []

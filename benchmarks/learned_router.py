@@ -44,7 +44,8 @@ def main() -> None:
     args = p.parse_args()
 
     import numpy as np
-    from banking77_cascade import data_dir, splits  # type: ignore[import-not-found]
+    from _common import data_dir  # type: ignore[import-not-found]
+    from banking77_cascade import splits  # type: ignore[import-not-found]
     from banking77_classifier import RECIPE  # type: ignore[import-not-found]
 
     from tiergate.routing.calibration import compare_routers
