@@ -231,8 +231,9 @@ def _mean_pooled(model: Any) -> bool:
 
 
 def quantize_linear(module: Any) -> Any:
-    """int8 dynamic quantization of a torch module's Linear layers (CPU): for MiniLM-L6 on one sentence, 12.9 ms
-    of CPU instead of 22.1 ms on this machine's core, embeddings at cosine ~0.97 to the float ones, so a router
+    """int8 dynamic quantization of a torch module's Linear layers (CPU): for MiniLM-L6 on one sentence, 2.3 ms
+    of CPU instead of 8.3 ms on an idle core of the 2-core host (benchmarks/routing_overhead.py), embeddings at
+    cosine ~0.97 to the float ones, so a router
     must fit and serve with the same setting (its artifact records it)."""
     import warnings
 
