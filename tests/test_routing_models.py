@@ -126,6 +126,8 @@ def test_boundary_over_an_ensemble_reads_the_ensembles_logits_and_its_members_en
 
     rows = [Example(t, k, i) for k, texts in INTENTS.items() for i, t in enumerate(texts[:7])]
     val = [Example(t, k, i) for k, texts in INTENTS.items() for i, t in enumerate(texts[7:])]
+    first, second = list(INTENTS)[:2]  # one mislabelled training text: a mistake to fit the temperature on
+    val.append(Example(INTENTS[first][0], second, 99))  # (with none, no temperature is fitted: T stays 1)
     trainer = get_trainer("classifier")
     trainer.train(Dataset(rows, "classification", path="train"), Dataset(val, "classification", path="val"),
                   tmp_path / "ens", trainer.make_config({**FAST, "members": 2, "max_steps": 3}))
