@@ -329,3 +329,30 @@ def test_status_marks_a_rollout_the_config_no_longer_has(tmp_path: Any, stubs: A
     cfg = parse_config(config(f"sqlite:///{tmp_path / 'r.db'}", frontier, small))
     rows = {r["workload"]: r for r in rollout_status(engine, cfg)}
     assert rows["ghost"]["configured"] is False and "window" not in rows["ghost"]
+
+
+def test_pairs_show_what_the_candidate_got_wrong(tmp_path: Any, stubs: Any) -> None:
+    from tiergate.rollout.inspect import shadow_pairs
+
+    frontier, small = stubs
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    with rollout_gateway(config(url, frontier, small)) as (gw, manager):
+        client = openai.OpenAI(base_url=gw.base_url, api_key="none", max_retries=0)
+        for text in ["good 1", "bad 1", "good 2", "bad 2"]:
+            ask(client, text)
+            settle(gw)
+        engine = gw.gateway.engine
+        every = shadow_pairs(engine, "triage")
+        wrong = shadow_pairs(engine, "triage", disagree_only=True)
+    assert len(every) == 4 and [p["agree"] for p in every] == [False, True, False, True]  # newest first
+    assert [p["input"] for p in wrong] == ["bad 2", "bad 1"]
+    assert wrong[0]["primary_tier"] == "frontier" and wrong[0]["primary_answer"] == BAD["bad 2"]
+    assert wrong[0]["candidate_tier"] == "small" and wrong[0]["candidate_answer"] == "technical"
+    result = CliRunner().invoke(_cli(), ["rollout", "pairs", "triage", "--disagree", "--db", url, "--json"])
+    assert result.exit_code == 0 and [p["input"] for p in json.loads(result.output)] == ["bad 2", "bad 1"]
+
+
+def _cli() -> Any:
+    from tests.test_monitor_gateway import cli_app
+
+    return cli_app()

@@ -166,6 +166,31 @@ def register(app: typer.Typer) -> None:
                           r["reason"] or "")
         Console().print(table)
 
+    @rollout.command("pairs")
+    def pairs(workload: Workload,
+              disagree: Annotated[bool, typer.Option("--disagree", help="only the pairs that did not agree")] = False,
+              limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="how many, newest first")] = 20,
+              as_json: AsJson = False, config: Optional[Path] = ConfigOption, db: Optional[str] = DbOption) -> None:
+        """The latest scored shadow pairs of a rollout: the request, both answers, and whether they agreed."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from tiergate.rollout.inspect import shadow_pairs
+
+        _, store = _store(config, db)
+        store.require(workload)
+        rows = shadow_pairs(store.engine, workload, disagree_only=disagree, limit=limit)
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2, default=str))
+            return
+        table = Table("at", "stage", "agree", "request", "primary", "candidate",
+                      title=f"{workload}: the latest {len(rows)} {'disagreeing ' if disagree else ''}pairs")
+        for p in rows:
+            table.add_row(_when(p["at"]), p["stage"] or "", {True: "yes", False: "no"}.get(p["agree"], "-"),
+                          (p["input"] or "")[:80], f"{p['primary_tier']}: {(p['primary_answer'] or '')[:60]}",
+                          f"{p['candidate_tier']}: {(p['candidate_answer'] or '')[:60]}")
+        Console().print(table)
+
     @monitor.command("status")
     def monitor_status(workload: Annotated[Optional[str], typer.Argument(help="one workload")] = None,
                        as_json: AsJson = False, config: Optional[Path] = ConfigOption,

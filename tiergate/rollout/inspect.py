@@ -98,3 +98,42 @@ def _advance_blocker(engine: Engine, state: Any, gates: Any) -> str | None:
         if alarming:
             return f"drift alarm ({', '.join(alarming)}): advance held until it clears"
     return None
+
+
+def shadow_pairs(engine: Engine, workload: str, *, disagree_only: bool = False, limit: int = 20,
+                 scan: int = 5000) -> list[dict[str, Any]]:
+    """The latest scored pairs of a rollout, newest first: the request's text, the primary's and the candidate's
+    answers, whether they agreed (and the score), from the shadow records' notes and their parent records.
+    `disagree_only`: only the pairs that did not agree, what an operator reads before trusting or rolling back a
+    candidate. At most `scan` recent shadow records are read."""
+    from sqlalchemy import select
+
+    from tiergate.data.dataset import input_text
+    from tiergate.store.records import iter_records
+    from tiergate.store.schema import records as r
+
+    picked: list[dict[str, Any]] = []
+    for rec in iter_records(engine, workload=workload, role="shadow", limit=scan, newest_first=True):
+        note = (rec.get("response") or {}).get("rollout")
+        if not note or "agree" not in note or (disagree_only and note.get("agree") is not False):
+            continue
+        picked.append({"shadow": rec, "note": note})
+        if len(picked) >= limit:
+            break
+    parents: dict[str, dict[str, Any]] = {}
+    ids = [p["shadow"]["parent_request_id"] for p in picked if p["shadow"].get("parent_request_id")]
+    if ids:
+        with engine.connect() as conn:
+            for row in conn.execute(select(r).where(r.c.request_id.in_(ids))):
+                parents[row.request_id] = dict(row._mapping)
+    out = []
+    for p in picked:
+        shadow, note = p["shadow"], p["note"]
+        parent = parents.get(shadow.get("parent_request_id") or "", {})
+        served, checked = (parent, shadow) if note.get("side") == "verify" else (shadow, parent)
+        out.append({"at": shadow["created_at"], "request_id": parent.get("request_id"), "stage": note.get("stage"),
+                    "side": note.get("side"), "agree": note.get("agree"), "score": note.get("score"),
+                    "input": input_text(shadow.get("messages") or parent.get("messages") or ""),
+                    "primary_tier": checked.get("tier"), "primary_answer": checked.get("answer"),
+                    "candidate_tier": served.get("tier"), "candidate_answer": served.get("answer")})
+    return out
