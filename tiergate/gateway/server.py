@@ -28,6 +28,10 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None, w
     from tiergate.gateway.app import create_app
 
     logging.basicConfig(level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not sys.stderr.isatty():  # a service's log is read by people and log shippers: no progress bars in it
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     app = create_app(config)
     server = gateway_server(
         app,

@@ -161,15 +161,11 @@ class Monitor:
     # -- the worker (in a thread) -------------------------------------------------------------------------------
     def embed(self, texts: list[str]) -> np.ndarray:
         if self._embed is None:
-            from sentence_transformers import SentenceTransformer
+            from tiergate.tiers.hf import load_sentence_encoder
 
-            from tiergate.bundled import encoder_path
-            from tiergate.tiers.hf import LOAD_LOCK
-
-            with LOAD_LOCK:
-                model = SentenceTransformer(encoder_path(self.config.encoder), device="cpu")
+            model = load_sentence_encoder(self.config.encoder)
             self._embed = lambda t: model.encode(t, batch_size=64, normalize_embeddings=True,  # noqa: E731
-                                                 convert_to_numpy=True)
+                                                 convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(self._embed(texts), dtype=np.float32)
 
     def _load(self, wl: _Workload) -> None:

@@ -135,9 +135,8 @@ class Embedder:
         with self._load_lock:
             if self._model is not None:
                 return
-            from tiergate.bundled import encoder_path
             from tiergate.errors import ConfigError
-            from tiergate.tiers.hf import LOAD_LOCK
+            from tiergate.tiers.hf import load_sentence_encoder
 
             device = self.device
             if device == "auto":
@@ -145,10 +144,7 @@ class Embedder:
 
                 device = "cuda" if torch.cuda.is_available() else "cpu"
             try:
-                with LOAD_LOCK:  # the import too: transformers' lazy names race other loading threads
-                    from sentence_transformers import SentenceTransformer
-
-                    model = SentenceTransformer(encoder_path(self.model_name), device=device)
+                model = load_sentence_encoder(self.model_name, device)
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"cannot load embedding model {self.model_name!r} ({exc})") from exc
             model.max_seq_length = self.max_seq_len

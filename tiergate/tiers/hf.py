@@ -61,6 +61,17 @@ def serialized(fn: Callable[_P, _R]) -> Callable[_P, _R]:
 
     return wrapper
 
+def load_sentence_encoder(name: str, device: str = "cpu") -> Any:
+    """A sentence-transformers model (the bundled MiniLM, a Hugging Face id or a directory) loaded under LOAD_LOCK,
+    its import included (the first resolution of transformers' lazy names races other loading threads)."""
+    from tiergate.bundled import encoder_path
+
+    with LOAD_LOCK:
+        from sentence_transformers import SentenceTransformer
+
+        return SentenceTransformer(encoder_path(name), device=device)
+
+
 # ChatML: what SmolLM2, Qwen and many small instruct models use; only for tokenizers that carry no template.
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
