@@ -356,3 +356,22 @@ def _cli() -> Any:
     from tests.test_monitor_gateway import cli_app
 
     return cli_app()
+
+
+def test_admin_lists_a_stored_rollout_this_gateway_does_not_route(tmp_path: Any, stubs: Any) -> None:
+    """A rollout in the shared store that this process has no router for is shown from the store as it is."""
+    import httpx
+
+    from tiergate.rollout.state import default_stages
+
+    frontier, small = stubs
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    cfg = config(url, frontier, small)
+    cfg["auth"]["admin_token"] = "adm"
+    with rollout_gateway(cfg) as (gw, _):
+        RolloutStore(gw.gateway.engine).start("ghost", primary="frontier", candidate="small",
+                                              stages=default_stages([10]), actor="test", reason="elsewhere")
+        r = httpx.get(gw.url + "/admin/rollouts/ghost", headers={"Authorization": "Bearer adm"})
+        assert r.status_code == 200 and (r.json()["workload"], r.json()["stage"]) == ("ghost", "shadow")
+        listed = httpx.get(gw.url + "/admin/rollouts", headers={"Authorization": "Bearer adm"}).json()["data"]
+        assert {row["workload"] for row in listed} == {"triage", "ghost"}

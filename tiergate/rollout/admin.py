@@ -46,7 +46,7 @@ async def _adopt(gw: Any, state: RolloutState) -> dict[str, Any]:
     if manager is not None and state.workload in manager.runtimes:
         manager.runtimes[state.workload].router.apply(state)
         return dict(manager.status()[state.workload])
-    return state.tojson_response()
+    return state.to_json()
 
 
 @admin
