@@ -45,7 +45,7 @@ def analyze(
         if path is not None:
             check_output_file(path, option)
     cfg = get_config(config, db)
-    start = None if since in (None, "all") else parse_since(since)
+    start = parse_since(since)
     result = analyze_store(open_engine(cfg, create=False), cfg, since=start, workload=workload,
                            clusters=clusters if clusters == "auto" else int(clusters), small_tier=small_tier,
                            max_requests=max_requests, spec_threshold=spec_threshold,

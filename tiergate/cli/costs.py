@@ -121,7 +121,7 @@ def advise(
         given = read_yaml_mapping(answers, "answers") if answers is not None else None
         book = _call(load_pricebook, pricebook if pricebook is not None else cfg.pricebook)
         pairs = _call(lambda: traffic_profiles(open_engine(cfg, create=False), cfg, workload=workload, answers=given,
-                                               since=None if since == "all" else parse_since(since), book=book,
+                                               since=parse_since(since), book=book,
                                                answers_source=str(answers)))
         result = {}
         for prof, stats in pairs:
@@ -161,7 +161,7 @@ def costs_report(
     _outputs((json_path, "--json"), (chart, "--chart"), (html_path, "--html"))
     cfg = get_config(config, db)
     book = _call(load_pricebook, pricebook if pricebook is not None else cfg.pricebook)
-    start = None if since in (None, "all") else parse_since(since)
+    start = parse_since(since)
     report = spend_report(open_engine(cfg, create=False), cfg, since=start, workload=workload, baseline=baseline,
                           book=book)
     render_console(report, Console())

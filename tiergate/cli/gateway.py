@@ -122,7 +122,7 @@ def dashboard(
     check_output_file(html, "--html")
     if as_json is not None:
         check_output_file(as_json, "--json")
-    start = 0.0 if since == "all" else parse_since(since) or 0.0
+    start = parse_since(since) or 0.0
     data = collect(open_engine(cfg, create=False), cfg, since=start)
     html.write_text(render(data), encoding="utf-8")
     if as_json is not None:
@@ -149,7 +149,7 @@ def logs_show(
         raise typer.BadParameter(f"must be at least 1, got {limit}", param_hint="--limit")
     from tiergate.costs.report import parse_since
 
-    start = None if since in (None, "all") else parse_since(since)
+    start = parse_since(since)
     rows = query_records(open_engine(get_config(config, db), create=False), workload=workload, tier=tier,
                          status=status, since=start, limit=limit)
     if jsonl:

@@ -157,8 +157,9 @@ _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": SECONDS_PER_DAY, "w": 7 * SECON
 
 
 def parse_since(value: str | None, now: float | None = None) -> float | None:
-    """Unix seconds from a duration back from now ("30m", "12h", "7d", "2w") or an ISO date/time."""
-    if not value:
+    """Unix seconds from a duration back from now ("30m", "12h", "7d", "2w") or an ISO date/time; None (no bound)
+    for "all" or nothing."""
+    if not value or value == "all":
         return None
     import time
 
@@ -168,7 +169,7 @@ def parse_since(value: str | None, now: float | None = None) -> float | None:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise DataError(f"--since {value!r}: use a duration like 30m, 12h, 7d, 2w or an ISO date") from None
+        raise DataError(f"--since {value!r}: use a duration like 30m, 12h, 7d, 2w, an ISO date or all") from None
     return when.timestamp()
 
 

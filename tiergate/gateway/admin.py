@@ -97,15 +97,11 @@ async def dashboard_data(request: Request, gw: Gateway) -> Response:
 def _since(request: Request) -> float:
     from tiergate.costs.report import parse_since
 
-    value = request.query_params.get("since", "24h")
-    if value == "all":
-        return 0.0
     try:
-        since = parse_since(value)
+        return parse_since(request.query_params.get("since", "24h")) or 0.0
     except TiergateError:
         raise InvalidRequest("'since' must be a duration like 30m, 12h, 7d, 2w, an ISO date, or all.",
                              param="since") from None
-    return 0.0 if since is None else since
 
 
 async def dashboard(request: Request) -> Response:
