@@ -134,6 +134,11 @@ class InternalError(TiergateError):
     type = "server_error"
     code = "internal_error"
 
+    @classmethod
+    def of(cls, exc: BaseException) -> InternalError:
+        """What the caller is told of a bug (the exception's type; the rest goes to the log)."""
+        return cls(f"The gateway hit an internal error ({type(exc).__name__}); it has been logged.")
+
 
 class PrivacyViolation(TiergateError):
     status = 403

@@ -202,7 +202,7 @@ class Gateway:
             raise
         except Exception as exc:
             log.exception("request %s failed", rec["request_id"])
-            err = InternalError(f"The gateway hit an internal error ({type(exc).__name__}); it has been logged.")
+            err = InternalError.of(exc)
             self._fail(rec, err, t0)
             return error_response(err, self._headers(rec))
         finally:
@@ -446,34 +446,40 @@ class Gateway:
 
     def _respond(self, result: TierResult, d: Dispatched, decision: RouteDecision, rec: dict[str, Any],
                  t0: float) -> Response:
-        rec.update(tier=d.tier, route_reason=d.reason, status="ok", http_status=200, answer=result.content)
+        rec.update(tier=d.tier, route_reason=d.reason, answer=result.content)
         extra: dict[str, Any] = {}
         if result.confidence is not None:
             extra["confidence"] = result.confidence
         if result.extra:
             extra.update(result.extra)
-        if d.fell_back_from:
-            extra["fallback_from"] = d.fell_back_from
-            extra["decided"] = {"tier": decision.tier, "reason": decision.reason}
         if "_cascade" in rec:
             extra["cascade"] = rec.pop("_cascade")
-        if decision.detail and d.reason == decision.reason:
-            extra["route"] = decision.detail  # what the router saw (privacy: the kinds found, never the values)
         try:
             extra["finish_reason"] = result.data["choices"][0].get("finish_reason")
         except (KeyError, IndexError, TypeError, AttributeError):
             pass
-        rec["response"] = extra or None
-        self._account(rec, d.tier, result.prompt_tokens, result.completion_tokens)
+        self._answered(rec, d, decision, extra, result.prompt_tokens, result.completion_tokens, t0)
+        headers = self._headers(rec)
+        if result.confidence is not None:
+            headers["X-Tiergate-Confidence"] = f"{result.confidence:.6f}"
+        return Response(result.body_bytes(), media_type="application/json", headers=headers)
+
+    def _answered(self, rec: dict[str, Any], d: Dispatched, decision: RouteDecision, extra: dict[str, Any],
+                  prompt_tokens: int, completion_tokens: int, t0: float) -> None:
+        """Record a request as answered by `d.tier` (an answer or a finished stream): its response extras with how
+        it was routed, its tokens and cost, its latency, and the metrics."""
+        if d.fell_back_from:
+            extra["fallback_from"] = d.fell_back_from
+            extra["decided"] = {"tier": decision.tier, "reason": decision.reason}
+        if decision.detail and d.reason == decision.reason:
+            extra["route"] = decision.detail  # what the router saw (privacy: the kinds found, never the values)
+        rec.update(status="ok", http_status=200, response=extra or None)
+        self._account(rec, d.tier, prompt_tokens, completion_tokens)
         latency = time.perf_counter() - t0
         rec["latency_ms"] = latency * 1000
         self.metrics.latency.labels(rec["workload"], d.tier).observe(latency)
         self.metrics.requests.labels(rec["workload"], d.tier, "ok").inc()
         self.metrics.route_reasons.labels(rec["workload"], d.tier, d.reason).inc()
-        headers = self._headers(rec)
-        if result.confidence is not None:
-            headers["X-Tiergate-Confidence"] = f"{result.confidence:.6f}"
-        return Response(result.body_bytes(), media_type="application/json", headers=headers)
 
     def refuse(self, exc: TiergateError) -> Response:
         """An error answered before a record exists (authentication, an oversized body): counted all the same."""
@@ -582,7 +588,7 @@ class Gateway:
         except Exception as exc:
             if not isinstance(exc, TiergateError):
                 log.exception("stream of request %s failed", rec["request_id"])
-                exc = InternalError(f"The gateway hit an internal error ({type(exc).__name__}); it has been logged.")
+                exc = InternalError.of(exc)
             self._fail_stream(rec, d, exc, parts, usage, body, t0)
             yield b"data: " + orjson.dumps(exc.to_openai()) + b"\n\n"
         finally:
@@ -601,7 +607,8 @@ class Gateway:
         self._fail(rec, exc, t0)
         answer = "".join(parts)
         pt, ct, estimated = self._stream_usage(usage, body, answer)
-        rec.update(answer=answer, response={"usage_estimated": True} if estimated else None)
+        rec.update(answer=answer, response={**(rec.get("response") or {}),
+                                            **({"usage_estimated": True} if estimated else {})} or None)
         self._account(rec, d.tier, pt, ct)
 
     @staticmethod
@@ -656,18 +663,8 @@ class Gateway:
         pt, ct, estimated = self._stream_usage(usage, body, answer)
         if estimated:
             extra["usage_estimated"] = True
-        if d.fell_back_from:
-            extra["fallback_from"] = d.fell_back_from
-            extra["decided"] = {"tier": decision.tier, "reason": decision.reason}
-        if decision.detail and d.reason == decision.reason:
-            extra["route"] = decision.detail
-        rec.update(status="ok", http_status=200, answer=answer, response=extra)
-        self._account(rec, d.tier, pt, ct)
-        latency = time.perf_counter() - t0
-        rec["latency_ms"] = latency * 1000
-        self.metrics.latency.labels(rec["workload"], d.tier).observe(latency)
-        self.metrics.requests.labels(rec["workload"], d.tier, "ok").inc()
-        self.metrics.route_reasons.labels(rec["workload"], d.tier, d.reason).inc()
+        rec["answer"] = answer
+        self._answered(rec, d, decision, extra, pt, ct, t0)
         # SSE comment lines are ignored by clients; this one carries the request's cost, known only now
         cost = "unknown" if rec["cost_usd"] is None else f"{rec['cost_usd']:.8f}"
         return f": tiergate cost_usd={cost} tier={d.tier}\n\n".encode()
