@@ -175,3 +175,14 @@ def evaluate(window: Window, gates: GateConfig, *, request_path: bool = False) -
 
 def _flags(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+
+
+def advance_hold(gates: GateConfig, stage_age_s: float, alarming: list[str]) -> str | None:
+    """Why passing gates may not advance a stage yet, or None: the stage is younger than `min_stage_s`, or drift
+    checks are alarming for the workload (`hold_on_drift`). The gateway passes its monitor's live alarms, `rollout
+    status` the latest stored ones."""
+    if stage_age_s < gates.min_stage_s:
+        return f"stage is {stage_age_s:.0f}s old; min_stage_s {gates.min_stage_s:g}"
+    if gates.hold_on_drift and alarming:
+        return f"drift alarm ({', '.join(alarming)}): advance held until it clears"
+    return None

@@ -70,7 +70,7 @@ def rollout_status(engine: Engine, config: Any, workload: str | None = None) -> 
     for state in states:
         row: dict[str, Any] = state.to_json()
         rt = _runtime(config, state.workload, store)
-        row["configured"] = rt is not None or rollout_options(config, state.workload) is not None
+        row["configured"] = rt is not None  # the config has a rollout router for the workload
         if rt is not None:
             window = rebuild_window(engine, rt)
             verdict = evaluate(window, rt.router.opts.gates)
@@ -83,21 +83,14 @@ def rollout_status(engine: Engine, config: Any, workload: str | None = None) -> 
 
 
 def _advance_blocker(engine: Engine, state: Any, gates: Any) -> str | None:
-    """What the gateway's manager would hold an advance for (see RolloutManager.advance_blocker), from the store:
-    the stage's age, and the drift checks whose latest stored result alarms."""
+    """What the gateway would hold an advance for (`gates.advance_hold`), with the latest stored drift results."""
     import time
 
     from tiergate.monitor.status import monitor_status
+    from tiergate.rollout.gates import advance_hold
 
-    age = time.time() - state.stage_since
-    if age < gates.min_stage_s:
-        return f"stage is {age:.0f}s old; min_stage_s {gates.min_stage_s:g}"
-    if gates.hold_on_drift:
-        checks = monitor_status(engine, state.workload).get(state.workload, {})
-        alarming = sorted(k for k, c in checks.items() if c.get("alarm"))
-        if alarming:
-            return f"drift alarm ({', '.join(alarming)}): advance held until it clears"
-    return None
+    checks = monitor_status(engine, state.workload).get(state.workload, {})
+    return advance_hold(gates, time.time() - state.stage_since, sorted(k for k, c in checks.items() if c.get("alarm")))
 
 
 def shadow_pairs(engine: Engine, workload: str, *, disagree_only: bool = False, limit: int = 20,

@@ -21,7 +21,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from tiergate.monitor.hallucination import CheckSpec
-from tiergate.rollout.gates import Observation, Verdict, evaluate
+from tiergate.rollout.gates import Observation, Verdict, advance_hold, evaluate
 from tiergate.rollout.router import RolloutRouter
 from tiergate.rollout.scoring import Runtime, pair_observation, rebuild_window, served_observation
 from tiergate.rollout.state import FULL, ROLLED_BACK, RolloutState, RolloutStore
@@ -140,25 +140,18 @@ class RolloutManager:
         if verdict.action == "rollback" and opts.auto_rollback:
             self._move(rt, state, ROLLED_BACK, "gate failed: " + "; ".join(verdict.reasons), verdict.stats)
         elif verdict.action == "advance" and opts.auto_advance and not state.held and state.stage != FULL:
-            rt.blocked = self.advance_blocker(rt)
             target = state.next_stage()
-            if target is not None and rt.blocked is None:
+            if target is not None and self.advance_blocker(rt) is None:
                 self._move(rt, state, target, "gates passed: " + "; ".join(verdict.reasons), verdict.stats)
         return verdict
 
     def advance_blocker(self, rt: Runtime) -> str | None:
-        """Why passing gates may not advance the stage yet, or None: the stage is younger than `min_stage_s`, or
-        the workload's drift monitor is alarming (`hold_on_drift`)."""
-        state, gates = rt.router.state, rt.router.opts.gates
-        age = time.time() - state.stage_since
-        if age < gates.min_stage_s:
-            return f"stage is {age:.0f}s old; min_stage_s {gates.min_stage_s:g}"
-        if gates.hold_on_drift:
-            for observer in self.gateway.observers:
-                alarming = getattr(observer, "alarming", None)
-                if callable(alarming) and (checks := alarming(state.workload)):
-                    return f"drift alarm ({', '.join(checks)}): advance held until it clears"
-        return None
+        """Why passing gates may not advance the stage yet (`gates.advance_hold`, with the monitor's live alarms)."""
+        state = rt.router.state
+        alarming = sorted({check for observer in self.gateway.observers
+                           if callable(getattr(observer, "alarming", None))
+                           for check in observer.alarming(state.workload)})
+        return advance_hold(rt.router.opts.gates, time.time() - state.stage_since, alarming)
 
     def _move(self, rt: Runtime, state: RolloutState, target: str, reason: str, stats: dict[str, Any]) -> None:
         rt.pending = True

@@ -41,8 +41,6 @@ class Runtime:
     pending: bool = False
     last_verdict: Verdict | None = None
     started: bool = False
-    blocked: str | None = None
-    """why passing gates did not advance the stage at the last judgement (see RolloutManager.advance_blocker)"""
     observed: int = 0
     """observations this process has made (a running count: what a rebuild from the store may not hold yet)"""
     recent: deque[tuple[int, Observation]] = field(default_factory=lambda: deque(maxlen=1000))
