@@ -46,9 +46,7 @@ def serve(
     from tiergate.gateway.server import serve as run
 
     cfg = get_config(config, db, require_secrets=True)
-    bad = model_problems(cfg)  # as `config check`: a one-line error now, not a traceback from the app's start
-    if bad:
-        raise ConfigError("\n".join(bad))
+    check_model_tiers(cfg)  # as `config check`: a one-line error now, not a traceback from the app's start
     run(cfg, host=host, port=port)
 
 
@@ -203,9 +201,7 @@ def config_check(config: Optional[Path] = ConfigOption) -> None:
 
     cfg = get_config(config)
     Routing.from_config(cfg)
-    bad = model_problems(cfg)
-    if bad:
-        raise ConfigError("\n".join(bad))
+    check_model_tiers(cfg)
     t = Table("tier", "kind", "zone", "model / url", "fallback")
     for name, tier in cfg.tiers.items():
         where = getattr(tier, "base_url", None) or getattr(tier, "model", "")
@@ -218,9 +214,9 @@ def config_check(config: Optional[Path] = ConfigOption) -> None:
     console.print("[green]config OK[/]")
 
 
-def model_problems(cfg: Config) -> list[str]:
-    """Classifier and extractor tiers whose `model` is not a trained model directory (checked by its manifest;
-    the model is not loaded)."""
+def check_model_tiers(cfg: Config) -> None:
+    """ConfigError naming every classifier and extractor tier whose `model` is not a trained model directory
+    (checked by its manifest; the model is not loaded)."""
     from tiergate.train.manifest import MANIFEST, is_model_dir
 
     problems = []
@@ -228,4 +224,5 @@ def model_problems(cfg: Config) -> list[str]:
         if tier.kind in ("classifier", "extractor") and not is_model_dir(tier.model):
             why = "no such directory" if not Path(tier.model).exists() else f"not a trained model (no {MANIFEST})"
             problems.append(f"tiers.{name}.model: {tier.model}: {why}")
-    return problems
+    if problems:
+        raise ConfigError("\n".join(problems))
