@@ -87,11 +87,10 @@ def resolve_tier(spec: str, config_path: str | None = None, name: str | None = N
     from tiergate.train.manifest import is_model_dir, read_manifest
 
     path = Path(spec)
-    if not path.exists():
-        config = load_config(config_path, require_secrets=False)
-        if spec in config.tiers:
-            config.check_secrets(spec)
-            return build_tier(name or spec, config.tiers[spec])
+    config = None if path.exists() else load_config(config_path, require_secrets=False)
+    if config is not None and spec in config.tiers:
+        config.check_secrets(spec)
+        return build_tier(name or spec, config.tiers[spec])
     if not is_model_dir(path):
         from tiergate.train.models import ModelRegistry
 
@@ -111,10 +110,10 @@ def resolve_tier(spec: str, config_path: str | None = None, name: str | None = N
             return build_tier(label, LocalLMTierConfig(kind="local_lm", model=str(manifest["base_model"]),
                                                        adapter=str(path)))
         raise ConfigError(f"{path}: models of tier kind {kind!r} are served through a tier in the config")
-    if path.exists():
+    if config is None or path.exists():
         raise ConfigError(f"{spec}: not a trained model directory (no tiergate-model.json)")
     raise ConfigError(f"{spec!r} is neither a model directory, a tier nor a registered model "
-                      f"(tiers: {', '.join(load_config(config_path, require_secrets=False).tiers)})")
+                      f"(tiers: {', '.join(config.tiers)})")
 
 
 def tier_task(tier: Tier) -> str | None:
