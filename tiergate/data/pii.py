@@ -65,6 +65,7 @@ _NAME_CUE = re.compile(
     r"(?i:\bmy name(?: is|'s)|\bfull name\s*(?:is|:)|\bname\s*:|\bi am called|\bsigned,?)\s+"
     r"([A-Za-z][A-Za-z'-]+(?: [A-Za-z][A-Za-z'-]+){0,2})")
 _NAME_TITLE = re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof)\.? ([A-Z][a-z'-]+)\b|\bDear ([A-Z][a-z'-]+)\b")
+_LONG_DIGITS = re.compile(r"(?<!\d)\d{9,}(?!\d)")  # scrubbing only: any other long number, as an account
 _IP = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\d.])")
 _NOT_NAMES = frozenset({"a", "an", "the", "not", "is", "and", "or", "here", "there", "sorry", "in", "on", "at",
                         "missing", "wrong", "unknown", "required", "changed", "incorrect", "spelled", "too"})
@@ -80,8 +81,6 @@ _IBAN_LENGTH = {
     "VG": 24, "XK": 20,
 }
 
-
-_LONG_DIGITS = re.compile(r"(?<!\d)\d{9,}(?!\d)")
 
 def _digits(s: str) -> str:
     return "".join(ch for ch in s if ch.isdigit())
