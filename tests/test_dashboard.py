@@ -153,8 +153,9 @@ def test_the_same_figures_on_sqlite_and_postgresql(store_url: str) -> None:
     data = collect(engine, cfg, since=now - 3 * 86400)
     engine.dispose()
     t = data["totals"]
-    assert (t["requests"], t["errors"], data["bucket_s"]) == (100, 15, 3600)
+    assert (t["requests"], t["errors"], data["bucket_s"]) == (100, 15, 900)
     assert sum(sum(p["by_tier"].values()) for p in data["series"]) == 100
-    assert len(data["series"]) in (10, 11)  # 9.9 hours of traffic: 10 or 11 clock hours, as now falls
+    assert sum(p["errors"] for p in data["series"]) == 15
+    assert len(data["series"]) in (40, 41)  # 9.9 hours of traffic: 40 or 41 quarter hours, as now falls
     assert data["workloads"]["w0"]["by_tier"] == {"frontier": 33, "onprem": 17}
     assert t["on_prem_share"] == pytest.approx(34 / 100) and "w1" in render(data)
