@@ -566,8 +566,8 @@ main {{ max-width: 1320px; margin: 0 auto; padding: 16px 24px 32px; }}
   border-top: 3px solid transparent; min-width: 0; }}
 .card.good {{ border-top-color: var(--good); }} .card.bad {{ border-top-color: var(--bad); }}
 .card .k {{ color: var(--mute); font-size: .78em; text-transform: uppercase; letter-spacing: .04em; }}
-.card .v {{ font-size: 1.7em; font-weight: 650; margin: 2px 0; font-variant-numeric: tabular-nums;
-  white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }}
+.card .v {{ font-size: clamp(1.25em, 2.3vw, 1.7em); font-weight: 650; margin: 2px 0;
+  font-variant-numeric: tabular-nums; overflow-wrap: anywhere; }}
 .card.good .v {{ color: var(--good); }} .card.bad .v {{ color: var(--bad); }}
 .card .s {{ color: var(--mute); font-size: .85em; overflow-wrap: anywhere; }}
 section {{ background: var(--panel); border-radius: 8px; padding: 12px 16px; margin-top: 14px;
