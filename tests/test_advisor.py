@@ -198,6 +198,11 @@ def test_profile_from_traffic(book) -> None:  # type: ignore[no-untyped-def]
         ("volume: {requests_per_month: 10}\nprivacy: secret\n", "privacy: Input should be 'none', 'sensitive' or 'restricted'"),
         ("volume: {requests_per_month: 10}\nml_team: yes\n", "ml_team: unknown key"),
         ("workload: x\n", "volume: Field required"),
+        ("volume: {requests_per_month: .inf}\n", "volume.requests_per_month: Input should be a finite number"),
+        ("volume: {requests_per_month: 10}\nquality_gap_pts: .nan\n", "quality_gap_pts: Input should be a finite number"),
+        ("volume: {requests_per_month: 1e300}\n", "volume.requests_per_month: Input should be less than or equal to"),
+        ("volume: {requests_per_month: 10, input_tokens_per_request: 1e308}\n",
+         "volume.input_tokens_per_request: Input should be less than or equal to"),
     ],
 )
 def test_bad_profile_names_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -206,6 +211,17 @@ def test_bad_profile_names_the_key(tmp_path: Path, text: str, message: str) -> N
     with pytest.raises(ConfigError) as err:
         load_profile(path)
     assert message in err.value.message and str(path) in err.value.message
+
+
+def test_payback_without_one_time_cost_is_immediate(book) -> None:  # type: ignore[no-untyped-def]
+    """It read "payback in 1 day ($0 one-time ...)"."""
+    from tiergate.costs.advisor import months_text
+
+    advice = advise(_profile(costs={"fine_tune_usd": 0}), book)
+    assert advice.recommendation == FINE_TUNE and advice.payback.months == 0
+    assert advice.payback.months_text == "immediate"
+    assert any(r.startswith("payback immediate ($0 one-time") for r in advice.reasons)
+    assert months_text(0.001) == "under a day" and months_text(0.1) == "3 days"
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])

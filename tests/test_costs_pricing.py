@@ -118,6 +118,8 @@ self_hosted:
         ("models:\n  my-4o: {input_per_mtok: 1, output_per_mtok: 1, aliases: [gpt-4o-mini]}\n", "also models.gpt-4o-mini"),
         ("as_of: yesterday\n", "as_of: Input should be a valid date"),
         ("models: [1, 2\n", "not valid YAML"),
+        ("models:\n  gpt-4o: {input_per_mtok: .inf}\n", "models.gpt-4o.input_per_mtok: Input should be a finite number"),
+        ("instances:\n  a10g: {hourly_usd: .nan}\n", "instances.a10g.hourly_usd: Input should be a finite number"),
     ],
 )
 def test_bad_override_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:

@@ -205,6 +205,33 @@ def test_payback(book) -> None:  # type: ignore[no-untyped-def]
     assert months == pytest.approx(350 / (14_500 - 2_100))
 
 
+def test_no_payback_when_the_candidate_is_dearer_every_month(book) -> None:  # type: ignore[no-untyped-def]
+    """No one-time cost and a dearer month: the candidate never pays back (it reported 0 months, "~1 day")."""
+    from tiergate.costs.tco_report import payback_text
+
+    model = TcoModel(_scenario(volume={"requests_per_month": 1000}), book)   # frontier $0.002 a request: $2/month
+    res = model.run()
+    assert res["small"].one_time_usd == 0 and res["small"].monthly[0] > res["frontier"].monthly[0]
+    assert model.payback_months(res) is None
+    # cheaper from the start and never dearer: immediate, and said so
+    cheap = TcoModel(_scenario(volume={"requests_per_month": 10_000_000}), book)
+    assert cheap.payback_months(cheap.run()) == 0.0
+    assert payback_text(0.0) == "immediate (the candidate is never dearer)"
+    assert payback_text(0.001) == "0.001 months (under a day)"
+    assert payback_text(0.05) == "0.05 months (~2 days)"
+
+
+def test_payback_is_the_last_crossing(book) -> None:  # type: ignore[no-untyped-def]
+    """Cheaper at first, then dearer as volume shrinks: paid back only if it ends the horizon ahead."""
+    model = TcoModel(_scenario(volume={"requests_per_month": 2_000_000, "growth_pct_per_month": -5},
+                               small={"one_time_usd": {"setup": 100}}), book)
+    res = model.run()
+    total_gap = res["small"].total_usd - res["frontier"].total_usd
+    assert total_gap < 0 and res["small"].monthly[-1] > res["frontier"].monthly[-1]
+    months = model.payback_months(res)
+    assert months == pytest.approx(100 / (4000 - 1000))         # the setup, paid back in the first month
+
+
 def test_knob_picks_range_ends(book) -> None:  # type: ignore[no-untyped-def]
     model = TcoModel(load_scenario(DOC), book)
     assert model.run(k=Knobs(pick="lo"))["small"].one_time_usd == 200
@@ -262,6 +289,18 @@ def test_savings_share_is_undefined_when_the_baseline_costs_nothing(book) -> Non
          "paths.frontier.inference.model: 'gpt-9' is not in the price book"),
         (lambda d: d["paths"]["small"]["infrastructure"].update(instance="tpu-v9", monthly_usd_per_instance=None),
          "paths.small.infrastructure.instance: unknown instance 'tpu-v9'"),
+        # .inf and .nan are no amounts: they made the report say "$nan" and write NaN into the JSON
+        (lambda d: d["volume"].update(requests_per_month=float("inf")), "volume.requests_per_month: Input should be a finite number"),
+        (lambda d: d["paths"]["frontier"]["inference"].update(output_per_mtok=float("nan")),
+         "paths.frontier.inference.output_per_mtok: Input should be a finite number"),
+        (lambda d: d["paths"]["small"]["fine_tuning"].update(one_time_usd=[200, float("inf")]),
+         "paths.small.fine_tuning.one_time_usd"),
+        # numbers past any real workload: refused, not a 300-digit figure or an overflow to inf
+        (lambda d: d["volume"].update(requests_per_month=1e300), "volume.requests_per_month: Input should be less than"),
+        (lambda d: d["tokens"].update(input_per_request=1e308), "tokens.input_per_request: Input should be less than"),
+        (lambda d: d["paths"]["frontier"]["inference"].update(input_per_mtok=1e306),
+         "paths.frontier: its costs overflow (not a finite number of dollars)"),
+        (lambda d: d["sensitivity"].update(changes_pct=[1e300]), "changes_pct: each change must be above -100 and at most"),
     ],
 )
 def test_bad_scenario_error_names_the_key(tmp_path: Path, edit: Any, message: str) -> None:

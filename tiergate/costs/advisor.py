@@ -287,7 +287,8 @@ def advise(profile: Profile, book: PriceBook) -> Advice:
         reasons.append("the quality gap is not measured yet: evaluate before cutting over (tiergate eval, shadow rollout)")
     if payback.months is not None:
         label = "if fine-tuned, payback" if payback.hypothetical else "payback"
-        reasons.append(f"{label} in {months_text(payback.months)} (${payback.one_time_usd:,.0f} one-time, "
+        when = "immediate" if payback.months == 0 else f"in {months_text(payback.months)}"
+        reasons.append(f"{label} {when} (${payback.one_time_usd:,.0f} one-time, "
                        f"${payback.monthly_savings_usd or 0:,.0f}/month saved)")
     elif payback.monthly_savings_usd is not None and not payback.hypothetical:
         reasons.append(f"it costs ${-payback.monthly_savings_usd:,.0f}/month more than the frontier API: "
@@ -309,9 +310,11 @@ def advise_file(path: str | os.PathLike[str], pricebook: str | os.PathLike[str] 
 
 
 def months_text(months: float) -> str:
+    if months == 0:
+        return "immediate"
     if months < 1:
-        days = max(1, round(months * DAYS_PER_MONTH))
-        return f"{days} day" + ("s" if days > 1 else "")
+        days = round(months * DAYS_PER_MONTH)
+        return f"{days} day" + ("s" if days > 1 else "") if days else "under a day"
     return f"{months:.1f} months"
 
 

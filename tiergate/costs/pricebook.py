@@ -33,7 +33,7 @@ class UnknownPriceWarning(UserWarning):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # .inf and .nan are no amounts
 
 
 class ModelEntry(_Strict):

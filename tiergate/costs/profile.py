@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tiergate.costs._files import read_yaml_mapping, validate
+from tiergate.costs.scenario import MAX_REQUESTS_PER_MONTH, MAX_TOKENS_PER_REQUEST
 
 DAYS_PER_MONTH = 365.0 / 12.0
 
@@ -35,17 +36,20 @@ RETRAIN_EVERY_MONTHS: dict[str, int] = {"stable": 6, "evolving": 3, "volatile": 
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # .inf and .nan are no amounts
 
 
 class VolumeDim(_Strict):
-    requests_per_month: float | None = Field(None, gt=0, description="requests a month (or requests_per_day)")
-    requests_per_day: float | None = Field(None, gt=0, description="requests a day (or requests_per_month)")
+    requests_per_month: float | None = Field(None, gt=0, le=MAX_REQUESTS_PER_MONTH,
+                                             description="requests a month (or requests_per_day)")
+    requests_per_day: float | None = Field(None, gt=0, le=MAX_REQUESTS_PER_MONTH / DAYS_PER_MONTH,
+                                           description="requests a day (or requests_per_month)")
     frontier_monthly_spend_usd: float | None = Field(
         None, ge=0, description="measured frontier spend a month; default: estimated from model and tokens")
     frontier_model: str = Field("gpt-4o", description="frontier model the workload uses now (price-book name)")
-    input_tokens_per_request: float = Field(500, ge=0, description="prompt tokens per request")
-    output_tokens_per_request: float = Field(50, ge=0, description="completion tokens per request")
+    input_tokens_per_request: float = Field(500, ge=0, le=MAX_TOKENS_PER_REQUEST, description="prompt tokens per request")
+    output_tokens_per_request: float = Field(50, ge=0, le=MAX_TOKENS_PER_REQUEST,
+                                             description="completion tokens per request")
 
     @model_validator(mode="after")
     def _one_rate(self) -> VolumeDim:

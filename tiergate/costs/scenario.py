@@ -46,18 +46,24 @@ def has_range(amount: float | tuple[float, float] | None) -> bool:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # .inf and .nan are no amounts
+
+
+MAX_REQUESTS_PER_MONTH = 1e15
+"""About 380 million requests a second: beyond it a volume is a typo, and the dollar figures lose all meaning."""
+MAX_TOKENS_PER_REQUEST = 1e9
 
 
 class VolumeSpec(_Strict):
-    requests_per_month: float = Field(gt=0, description="requests (documents, conversations) in the first month")
+    requests_per_month: float = Field(gt=0, le=MAX_REQUESTS_PER_MONTH,
+                                      description="requests (documents, conversations) in the first month")
     growth_pct_per_month: float = Field(0.0, ge=-50, le=100, description="compound monthly volume growth, percent")
     peak_to_average: float = Field(1.0, ge=1, description="peak request rate / average rate, for sizing instances")
 
 
 class TokensSpec(_Strict):
-    input_per_request: float = Field(ge=0, description="prompt tokens per request")
-    output_per_request: float = Field(ge=0, description="completion tokens per request")
+    input_per_request: float = Field(ge=0, le=MAX_TOKENS_PER_REQUEST, description="prompt tokens per request")
+    output_per_request: float = Field(ge=0, le=MAX_TOKENS_PER_REQUEST, description="completion tokens per request")
 
 
 class InferenceSpec(_Strict):
@@ -66,8 +72,10 @@ class InferenceSpec(_Strict):
     output_per_mtok: float | None = Field(None, ge=0, description="USD per million completion tokens")
     per_request_usd: float = Field(0.0, ge=0, description="fixed USD per request")
     input_tokens_per_request: float | None = Field(
-        None, ge=0, description="this path's prompt size when it differs (a fine-tuned model needs no few-shot examples)")
-    output_tokens_per_request: float | None = Field(None, ge=0, description="this path's completion size when it differs")
+        None, ge=0, le=MAX_TOKENS_PER_REQUEST,
+        description="this path's prompt size when it differs (a fine-tuned model needs no few-shot examples)")
+    output_tokens_per_request: float | None = Field(None, ge=0, le=MAX_TOKENS_PER_REQUEST,
+                                                    description="this path's completion size when it differs")
     escalate_to: str | None = Field(None, description="path that answers the escalated share (a cascade)")
     escalation_share: float = Field(0.0, ge=0, le=1, description="share of requests escalated to escalate_to")
 
@@ -147,8 +155,8 @@ class SensitivitySpec(_Strict):
 
     @model_validator(mode="after")
     def _above_minus_100(self) -> SensitivitySpec:
-        if any(c <= -100 for c in self.changes_pct):
-            raise ValueError("changes_pct: each change must be above -100")
+        if any(c <= -100 or c > 10_000 for c in self.changes_pct):
+            raise ValueError("changes_pct: each change must be above -100 and at most 10000 (percent)")
         return self
 
 

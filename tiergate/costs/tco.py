@@ -286,17 +286,20 @@ class TcoModel:
         return None
 
     def payback_months(self, results: dict[str, PathResult]) -> float | None:
-        """Months until the candidate's cumulative cost (one-time up front) falls to the baseline's."""
+        """Months until the candidate's cumulative cost (one-time up front) falls to the baseline's for good: the
+        last crossing, interpolated within its month. 0 when it is never dearer; None when it is still dearer at
+        the end of the horizon (a candidate with no one-time costs that costs more each month never pays back)."""
         base, cand = results[self.scenario.baseline or ""], results[self.scenario.candidate or ""]
-        gap = cand.one_time_usd - base.one_time_usd
-        if gap <= 0:
+        gap = [cand.one_time_usd - base.one_time_usd]  # candidate's cumulative cost minus the baseline's
+        for b, c in zip(base.monthly, cand.monthly, strict=True):
+            gap.append(gap[-1] + c - b)
+        if gap[-1] > 0:
+            return None
+        dearer = [m for m, g in enumerate(gap) if g > 0]
+        if not dearer:
             return 0.0
-        for m, (b, c) in enumerate(zip(base.monthly, cand.monthly, strict=True)):
-            saved = b - c
-            if saved > 0 and gap - saved <= 0:
-                return m + gap / saved
-            gap -= saved
-        return None
+        m = dearer[-1]  # dearer at the start of month m+1, no dearer from its end on
+        return m + gap[m] / (gap[m] - gap[m + 1])
 
     def sensitivity(self) -> list[dict[str, Any]]:
         rows = []

@@ -7,10 +7,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import TYPE_CHECKING, Any
 
 from tiergate.costs.tco import COMPONENTS, KNOB_LABELS, Knobs, ranged
+from tiergate.errors import ConfigError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -43,6 +45,10 @@ def build_report(model: TcoModel) -> dict[str, Any]:
     sc, book = model.scenario, model.book
     base, cand = sc.baseline or "", sc.candidate or ""
     res = model.run()
+    for name, r in res.items():
+        if not all(math.isfinite(x) for x in (*r.components.values(), *r.monthly, r.per_request_usd)):
+            raise ConfigError(f"{sc.name}: paths.{name}: its costs overflow (not a finite number of dollars); check "
+                              "the volume, token and price figures")
     be = model.break_even_volume()
     spans = (model.run(k=Knobs(pick="lo")), model.run(k=Knobs(pick="hi"))) if ranged(sc) else None
     paths: dict[str, Any] = {}
@@ -129,9 +135,11 @@ def volume_text(v: float | None) -> str:
 def payback_text(months: float | None) -> str:
     if months is None:
         return "not within the horizon"
+    if months == 0:
+        return "immediate (the candidate is never dearer)"
     if months < 1:
-        days = max(1, round(months * 365 / 12))
-        return f"{months:.2f} months (~{days} day{'s' if days > 1 else ''})"
+        days = round(months * 365 / 12)
+        return f"{months:.2f} months (~{days} day{'s' if days > 1 else ''})" if days else f"{months:.3f} months (under a day)"
     return f"{months:.1f} months"
 
 
