@@ -153,7 +153,7 @@ def discover(
 def load_requests(engine: Any, *, since: float | None = None, until: float | None = None,
                   workload: str | None = None, max_requests: int = 20000) -> tuple[list[dict[str, Any]], int, int]:
     """Answered primary requests with captured messages (beyond `max_requests`, a systematic sample: every
-    n-th record id), each with its cascade first attempt's cost added; and the counts of eligible requests and
+    n-th of them in arrival order), each with its cascade first attempt's cost added; and the counts of eligible requests and
     of answered requests without captured messages."""
     from sqlalchemy import func, select
 
@@ -174,8 +174,13 @@ def load_requests(engine: Any, *, since: float | None = None, until: float | Non
                                 .where(r.c.messages.is_not(None))).scalar_one()
         total = conn.execute(where(select(func.count()).select_from(r), "primary")).scalar_one()
         q = where(select(*cols), "primary").where(r.c.messages.is_not(None))
-        if eligible > max_requests:  # every step-th record: a deterministic sample spread over the window
-            q = q.where(r.c.id % (-(-eligible // max_requests)) == 0)
+        if eligible > max_requests:
+            # every step-th eligible request, counted among the eligible ones (not by record id: shadows and
+            # cascade first attempts take ids between requests, so ids step with a pattern of their own)
+            step = -(-eligible // max_requests)
+            ranked = where(select(r.c.id, func.row_number().over(order_by=r.c.id).label("n")), "primary").where(
+                r.c.messages.is_not(None)).subquery()
+            q = q.where(r.c.id.in_(select(ranked.c.id).where((ranked.c.n - 1) % step == 0)))
         q = q.order_by(r.c.id).limit(max_requests)
         rows = [dict(row._mapping) for row in conn.execute(q)]
         firsts = {p: c for p, c in conn.execute(where(select(r.c.parent_request_id, r.c.cost_usd), "cascade_first"))}

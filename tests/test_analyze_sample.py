@@ -1,0 +1,48 @@
+"""The sample `tiergate analyze` clusters beyond --max-requests: every n-th eligible request, whatever else the
+store holds between them (no model is loaded here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tiergate.analyze.discover import load_requests
+from tiergate.store.db import open_store
+from tiergate.store.writer import insert_records, normalize_record
+
+
+def _rec(i: int, role: str = "primary", parent: str | None = None, workload: str = "w") -> dict:
+    rid = f"r{i}" if role == "primary" else f"s{i}"
+    return {"request_id": rid, "created_at": 1_750_000_000.0 + i, "workload": workload, "tier": "frontier",
+            "role": role, "status": "ok", "prompt_tokens": 10, "completion_tokens": 2, "cost_usd": 0.001,
+            "answer": "ok", "parent_request_id": parent, "messages": [{"role": "user", "content": f"ticket {i}"}]}
+
+
+def test_sample_counts_requests_not_record_ids(tmp_path: Path) -> None:
+    """Each request followed by its shadow (a rollout in shadow): requests hold every other record id, so a
+    sample of "every 2nd id" took none of them (or all: the phase decides) and the command said too few."""
+    engine = open_store(f"sqlite:///{tmp_path / 'c.db'}")
+    rows = []
+    for i in range(40):
+        rows += [_rec(i), _rec(i, "shadow", parent=f"r{i}")]
+    insert_records(engine, [normalize_record(r) for r in rows])
+    sample, eligible, without = load_requests(engine, max_requests=20)
+    assert eligible == 40 and without == 0
+    assert [r["request_id"] for r in sample] == [f"r{i}" for i in range(0, 40, 2)]
+    # a step that does not divide: every 3rd, still spread over the whole window
+    sample, _, _ = load_requests(engine, max_requests=15)
+    assert [r["request_id"] for r in sample] == [f"r{i}" for i in range(0, 40, 3)]
+
+
+def test_sample_is_spread_over_workloads_in_arrival_order(tmp_path: Path) -> None:
+    """Two workloads interleaved with a shadow after each `a` request: the sample keeps their 2:1 mix."""
+    engine = open_store(f"sqlite:///{tmp_path / 'c.db'}")
+    rows = []
+    for i in range(60):
+        wl = "b" if i % 3 == 2 else "a"
+        rows.append(_rec(i, workload=wl))
+        if wl == "a":
+            rows.append(_rec(i, "shadow", parent=f"r{i}", workload=wl))
+    insert_records(engine, [normalize_record(r) for r in rows])
+    sample, eligible, _ = load_requests(engine, max_requests=30)
+    assert eligible == 60 and len(sample) == 30
+    assert sum(r["workload"] == "b" for r in sample) == 10
