@@ -112,7 +112,10 @@ def test_cli_writes_the_same_page_from_the_store(traffic: Any, tmp_path: Path,
     monkeypatch.setattr(sys, "argv", ["tiergate", "dashboard", "--db", db, "--html", str(tmp_path / "d.html"),
                                       "--json", str(tmp_path / "d.json"), "--since", "all"])
     main()
-    assert "10 requests in 2 workloads" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "10 requests in 2 workloads" in out.out
+    # no -c: the embedded defaults do not know the store's tiers, and the command says so
+    assert "tier(s) frontier, onprem carried traffic but are not in the embedded defaults" in out.err
     data = json.loads((tmp_path / "d.json").read_text())
     assert data["totals"]["requests"] == 10 and "&lt;b&gt;replies" in (tmp_path / "d.html").read_text()
     monkeypatch.setattr(sys, "argv", ["tiergate", "dashboard", "--db", f"sqlite:///{tmp_path / 'typo.db'}",
@@ -159,3 +162,13 @@ def test_the_same_figures_on_sqlite_and_postgresql(store_url: str) -> None:
     assert len(data["series"]) in (40, 41)  # 9.9 hours of traffic: 40 or 41 quarter hours, as now falls
     assert data["workloads"]["w0"]["by_tier"] == {"frontier": 33, "onprem": 17}
     assert t["on_prem_share"] == pytest.approx(34 / 100) and "w1" in render(data)
+
+
+def test_live_page_without_reloading_still_links_other_windows(tmp_path: Path) -> None:
+    cfg = {"auth": {"require_key": False, "admin_token": "admin-secret"},
+           "server": {"dashboard_refresh_s": 0},
+           "store": {"url": f"sqlite:///{tmp_path / 'gw.db'}"},
+           "tiers": {"frontier": {"kind": "upstream", "base_url": "http://127.0.0.1:9"}}}
+    with run_gateway(cfg) as gw:
+        page = httpx.get(gw.url + "/dashboard", auth=("a", "admin-secret")).text
+    assert 'http-equiv="refresh"' not in page and '<a href="?since=7d">7d</a>' in page

@@ -125,8 +125,14 @@ def dashboard(
     html.write_text(render(data), encoding="utf-8")
     if as_json is not None:
         as_json.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    t = data["totals"]
-    console.print(f"{t['requests']:,} requests in {len(data['workloads'])} workloads; dashboard: {html}")
+    t, n = data["totals"], len(data["workloads"])
+    console.print(f"{t['requests']:,} request{'s' * (t['requests'] != 1)} in {n} workload{'s' * (n != 1)}; "
+                  f"dashboard: {html}")
+    stray = sorted(tier for tier, d in (data.get("by_tier") or {}).items() if not d.get("configured", True))
+    if stray:
+        typer.secho(f"warning: tier(s) {', '.join(stray)} carried traffic but are not in "
+                    f"{'the config' if config else 'the embedded defaults (no -c given)'}: their zone and price are "
+                    "unknown, so on-prem share and savings leave them out", fg="yellow", err=True)
 
 
 def logs_show(

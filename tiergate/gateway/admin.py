@@ -124,7 +124,7 @@ async def dashboard(request: Request) -> Response:
         page = f"<!doctype html><title>tiergate</title><p>{html.escape(exc.message)}</p>"
         headers = {"WWW-Authenticate": 'Basic realm="tiergate admin"'} if exc.status == 401 else None
         return HTMLResponse(page, status_code=exc.status, headers=headers)
-    return HTMLResponse(render(data, refresh_s=gw.config.server.dashboard_refresh_s or None))
+    return HTMLResponse(render(data, refresh_s=gw.config.server.dashboard_refresh_s or None, ranges=True))
 
 
 routes = [
