@@ -8,7 +8,9 @@ Each cluster reports its volume (requests a month, extrapolated from the observe
 structure (labels, JSON or free text, `tiergate.analyze.structure`), repetitiveness (share of near-duplicate
 requests, entropy of its answers), task specificity (mean cosine similarity of its requests), the names the
 callers gave its requests, a representative request, its quadrant, and the projected monthly saving of moving
-it to the small tier (the small tier's price for the same tokens against its current spend, priced records only).
+it to the small tier (the small tier's price for its requests against their current spend, priced records only;
+the requests' tokens on the small tier are the measured ones where shadow or cascade pairs hold them, else scaled
+by the workload's measured ratio, else their own: `small_token_basis` counts each).
 
 Quadrants (specificity against volume): "move first" (specific, high volume), "move when volume grows"
 (specific, low volume), "route per request" (diverse, high volume: a router sends the routine part to the small
@@ -37,6 +39,7 @@ from tiergate.analyze.cluster import (
 from tiergate.analyze.structure import output_structure
 from tiergate.costs.pricing import Pricer
 from tiergate.costs.report import Window
+from tiergate.costs.token_basis import BASES, TokenBasis
 
 MOVE_FIRST, WHEN_GROWS, ROUTE, KEEP, TOO_FEW = (
     "move first", "move when volume grows", "route per request", "keep on frontier", "too few requests")
@@ -93,10 +96,14 @@ def discover(
     answer_weight: float = 0.5,
     min_share: float = 0.05,
     dup_threshold: float = 0.95,
+    basis: TokenBasis | None = None,
 ) -> Analysis:
     """Cluster `records` (dicts with request_id, workload, tier, messages, answer, prompt_tokens,
     completion_tokens and cost_usd: the request's whole cost, a cascade's first attempt included) and describe
-    each cluster. `scale` is how many captured requests each record stands for (a sample of the traffic)."""
+    each cluster. `scale` is how many captured requests each record stands for (a sample of the traffic).
+    `basis`: the requests' token counts on the small tier where shadow or cascade pairs measured them (see
+    tiergate.costs.token_basis; none: their own counts)."""
+    tokens = basis if basis is not None else TokenBasis.empty()
     vol_line = default_volume_threshold() if volume_threshold is None else volume_threshold
     texts = [request_texts(r.get("messages")) for r in records]
     features, users, used = request_features([u for u, _ in texts], [s for _, s in texts], [r.get("answer") for r in records],
@@ -127,14 +134,20 @@ def discover(
             "specificity": spec,
             "representative": texts[idx[representative(vecs)]][0][:300],
             "quadrant": quadrant(spec, volume, spec_threshold, vol_line),
-            "small_tier": None, "small_per_month_usd": None, "saving_per_month_usd": None,
+            "small_tier": None, "small_per_month_usd": None, "saving_per_month_usd": None, "small_token_basis": None,
         }
         entry["workload"] = next(iter(entry["workloads"]))
         if small is not None and not small[1].unknown and factor is not None and priced:
-            on_small = sum(small[1].cost(int(r.get("prompt_tokens") or 0), int(r.get("completion_tokens") or 0))
-                           for r in priced)
+            on_small, how = 0.0, Counter[str]()
+            for r in priced:
+                p, c, kind = tokens.tokens(str(r.get("request_id")), str(r.get("workload")), str(r.get("tier")),
+                                           int(r.get("prompt_tokens") or 0), int(r.get("completion_tokens") or 0),
+                                           small[0])
+                on_small += small[1].cost(p, c)
+                how[kind] += 1
             entry.update(small_tier=small[0], small_per_month_usd=on_small * scale * factor,
-                         saving_per_month_usd=(spent - on_small) * scale * factor)
+                         saving_per_month_usd=(spent - on_small) * scale * factor,
+                         small_token_basis={k: how[k] for k in BASES})
         out.append(entry)
     out.sort(key=lambda c: (c["other"], c["saving_per_month_usd"] is None, -(c["saving_per_month_usd"] or 0),
                             -c["requests"]))
@@ -250,6 +263,7 @@ def analyze_store(engine: Any, config: Any, *, since: float | None = None, until
     system_weight, answer_weight, min_share, dup_threshold)."""
     from tiergate.analyze.cluster import minilm_embedder
     from tiergate.costs.report import tier_pricers, traffic_window
+    from tiergate.costs.token_basis import load_pairs
     from tiergate.errors import DataError
 
     check_options(max_requests=max_requests, **options)
@@ -260,7 +274,8 @@ def analyze_store(engine: Any, config: Any, *, since: float | None = None, until
                         + (f" ({without} without messages: store.capture_messages is off?)" if without else ""))
     window = traffic_window(engine, since=since, until=until, workload=workload)
     small = choose_small_tier(config, tier_pricers(config, book), rows, small_tier)
+    basis = TokenBasis.from_pairs(load_pairs(engine, since=since, until=until, workload=workload))
     result = discover(rows, embed=embed or minilm_embedder(), window=window, scale=eligible / len(rows),
-                      clusters=clusters, small=small, **options)
+                      clusters=clusters, small=small, basis=basis, **options)
     result.meta.update(eligible=eligible, without_messages=without, default_workload=config.routing.default_workload)
     return result

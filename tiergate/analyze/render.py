@@ -52,6 +52,12 @@ def render_console(report: dict[str, Any], console: Console) -> None:
     console.print(t)
     for c in report["clusters"]:
         console.print(f"[dim]{'other' if c['other'] else c['id']}: {c['representative'][:160]!r}[/dim]")
+    counts = [c.get("small_token_basis") for c in report["clusters"] if c.get("small_token_basis")]
+    if counts:
+        from tiergate.costs.token_basis import basis_label
+
+        total = {k: sum(b[k] for b in counts) for k in counts[0]}
+        console.print(f"tokens on {report['small_tier']} (analysed requests): {basis_label(total)}")
     th = report["thresholds"]
     console.print(f"quadrant lines: specificity {th['specificity']:g}, volume {th['volume_per_month']:,.0f} requests/month")
 

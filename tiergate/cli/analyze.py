@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from tiergate.cli.common import ConfigOption, DbOption, check_output_file, get_config, open_engine
+from tiergate.cli.costs import report_console
 
 
 def analyze(
@@ -24,7 +25,7 @@ def analyze(
     answer_weight: float = typer.Option(0.5, "--answer-weight", help="weight of the answer form: short, JSON or text (0 leaves it out)"),
     min_share: float = typer.Option(0.05, "--min-share", help="with auto: groups under this share of the traffic "
                                     "are pooled as 'other'"),
-    max_requests: int = typer.Option(20000, "--max-requests", help="analyse a random sample beyond this many"),
+    max_requests: int = typer.Option(20000, "--max-requests", help="beyond this many, analyse a systematic sample (every n-th request)"),
     json_path: Path | None = typer.Option(None, "--json", help="write the analysis as JSON here"),
     chart: Path | None = typer.Option(None, "--chart", help="write the quadrant chart (PNG) here"),
     config: Path | None = ConfigOption,
@@ -33,8 +34,6 @@ def analyze(
     """Discover workloads in captured traffic and place each on the suitability quadrant.
 
     Embeds each request (bundled MiniLM: user text, with the system prompt and the answer's form as lighter context), clusters them, and reports per cluster: volume, spend, output structure (label, JSON, free text), repetitiveness, specificity, a representative request, its quadrant and the projected monthly saving on the small tier."""
-    from rich.console import Console
-
     from tiergate.analyze.discover import analyze_store
     from tiergate.analyze.render import quadrant_png, render_console
     from tiergate.costs.report import parse_since
@@ -52,7 +51,7 @@ def analyze(
                            volume_threshold=volume_threshold, system_weight=system_weight,
                            answer_weight=answer_weight, min_share=min_share)
     report = result.to_dict()
-    render_console(report, Console())
+    render_console(report, report_console())
     for path, data, what in ((json_path, lambda: (json.dumps(report, indent=2) + "\n").encode(), "JSON analysis"),
                              (chart, lambda: quadrant_png(report), "quadrant chart")):
         if path is not None:

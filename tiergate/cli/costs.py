@@ -17,6 +17,22 @@ from tiergate.cli.common import ConfigOption, DbOption, check_output_file, get_c
 
 T = TypeVar("T")
 
+REPORT_WIDTH = 200
+"""Width of the reports when the output is not a terminal (a file, a pipe, a CI log) and $COLUMNS is unset:
+rich's default of 80 columns would cut figures short ("$0.001…")."""
+
+
+def report_console() -> Any:
+    """The console the reports print to: the terminal's width, or REPORT_WIDTH when writing to a file or pipe."""
+    import os
+
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console = Console(width=REPORT_WIDTH)
+    return console
+
 
 @contextmanager
 def _price_warnings() -> Iterator[None]:
@@ -59,15 +75,13 @@ def tco(
     """3-year TCO of the frontier path against the small-model path.
 
     Every cost component, savings, break-even monthly volume, payback, a sensitivity table, and the TCO curve over volumes as a PNG chart (and, with --html, a self-contained report)."""
-    from rich.console import Console
-
     from tiergate.costs.tco_report import render_console, run_scenario
 
     _outputs((json_path, "--json"), (html_path, "--html"), (None if no_chart else chart, "--chart"))
     report = _call(run_scenario, scenario, pricebook)
     if not no_chart and chart is None:
         chart = check_output_file(Path(f"{report['scenario']}-tco.png"), "--chart")
-    render_console(report, Console())
+    render_console(report, report_console())
     png: bytes | None = None
     if chart is not None and not no_chart:
         from tiergate.costs.tco_html import chart_png
@@ -98,12 +112,10 @@ def advise(
     """Should this workload move off the frontier API, and to what?
 
     The decision flow over the eight dimensions of a workload profile (a file, or --from-traffic: captured volume, spend, tokens and answer structure), with reasons, the payback period and the rule-of-thumb checks."""
-    from rich.console import Console
-
     from tiergate.costs.advisor import advise as run_advice
     from tiergate.costs.advisor import advise_file, render_advice
 
-    console = Console()
+    console = report_console()
     if (profile is None) == (not from_traffic):
         raise typer.BadParameter("give --profile FILE or --from-traffic (one of them)")
     _outputs((json_path, "--json"))
@@ -120,15 +132,19 @@ def advise(
         cfg = get_config(config, db)
         given = read_yaml_mapping(answers, "answers") if answers is not None else None
         book = _call(load_pricebook, pricebook if pricebook is not None else cfg.pricebook)
+        skipped: list[str] = []
         pairs = _call(lambda: traffic_profiles(open_engine(cfg, create=False), cfg, workload=workload, answers=given,
                                                since=parse_since(since), book=book,
-                                               answers_source=str(answers)))
+                                               answers_source=str(answers), skipped=skipped))
+        for reason in skipped:
+            typer.secho(f"skipped: {reason}", fg=typer.colors.YELLOW, err=True)
         result = {}
         for prof, stats in pairs:
             st = stats["_structure"]
             console.print(f"[dim]{prof.workload}: {stats['requests']:,} answered requests over {stats['days']:.2f} days; "
                           f"answers: {st['kind']} ({st['distinct_answers']:,} distinct of {st['answers']:,}); task from "
-                          f"{stats['_task_from']}; frontier spend = all on {stats['_baseline_tier'] or 'unknown'}[/dim]")
+                          f"{stats['_task_from']}; frontier spend = all on {stats['_baseline_tier'] or 'unknown'}; tokens "
+                          f"{stats['_tokens_from']}[/dim]")
             advice = _call(run_advice, prof, book)
             render_advice(advice, console)
             result[prof.workload] = {**advice.to_dict(), "traffic": stats, "profile": prof.model_dump(mode="json")}
@@ -152,8 +168,6 @@ def costs_report(
     """Spend by workload, tier and day from captured traffic, against the same traffic all on each tier.
 
     Primary and cascade first-attempt records are the spend; shadow calls are shown apart. Unpriced records (no known price) are counted and flagged, never taken as zero."""
-    from rich.console import Console
-
     from tiergate.costs.pricebook import load_pricebook
     from tiergate.costs.report import parse_since, spend_report
     from tiergate.costs.spend_render import chart_png, render_console, write_html
@@ -164,7 +178,7 @@ def costs_report(
     start = parse_since(since)
     report = spend_report(open_engine(cfg, create=False), cfg, since=start, workload=workload, baseline=baseline,
                           book=book)
-    render_console(report, Console())
+    render_console(report, report_console())
     png = chart_png(report) if chart is not None or html_path is not None else None
     if chart is not None and png is not None:
         data = png

@@ -37,7 +37,7 @@ class Pricer:
     fixed_monthly_usd: float = 0.0
     """Fixed monthly costs of a self-hosted book entry; not part of cost(), reported separately."""
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+    def cost(self, prompt_tokens: float, completion_tokens: float) -> float:
         return (self.per_request_usd + prompt_tokens * self.input_usd_per_token
                 + completion_tokens * self.output_usd_per_token)
 

@@ -5,7 +5,8 @@
     summary["counterfactual"]["frontier"]["savings_usd"]    # all-on-frontier cost minus the actual cost
 
 `records` is any iterable of mappings with keys workload, tier, day (a date or "YYYY-MM-DD"),
-prompt_tokens, completion_tokens and cost_usd (None when the tier's price was unknown), and optionally role.
+prompt_tokens, completion_tokens and cost_usd (None when the tier's price was unknown), and optionally role and
+request_id.
 A `cascade_first` record (a cascade's first, escalated attempt) adds its tokens and cost to the spend but is
 not a request of its own: it is counted under `cascade_first`, and the counterfactual prices each request once,
 by its final (primary) record. Shadow records belong in a separate call (shadow spend). Pure: the store
@@ -14,6 +15,10 @@ supplies the rows (`spend_report` below queries it), this only adds them up.
 Records without a known cost are counted (`unpriced_requests`) but add nothing to `cost_usd` (None, unknown, for a
 bucket whose records are all unpriced); savings against a counterfactual compare like with like: the actual cost of the priced records against what those same records
 would have cost on the tier. A tier whose pricer is unknown gets no counterfactual cost (None), not zero.
+
+The token counts a request would have had on another tier come from `basis` (`tiergate.costs.token_basis`): the
+measured counts of a shadow or cascade pair on that tier, else the workload's measured ratio between the two
+tiers, else the answering tier's own counts (an estimate). Each counterfactual says which (`basis`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from tiergate.costs.pricing import Pricer
+from tiergate.costs.token_basis import BASES, Basis, TokenBasis, basis_label
 from tiergate.errors import DataError
 
 _KEYS = ("workload", "tier", "day", "prompt_tokens", "completion_tokens", "cost_usd")
@@ -69,6 +75,40 @@ class _Counterfactual:
     """All records on the tier."""
     comparable_usd: float = 0.0
     """Only the records whose actual cost is known."""
+    prompt_tokens: float = 0.0
+    completion_tokens: float = 0.0
+    """The requests' tokens on the tier (measured, scaled by a ratio, or the same: see `counts`)."""
+    counts: dict[str, int] | None = None
+    """Requests by token basis (answered, measured, ratio, same_tokens)."""
+    ratios: set[tuple[str, str]] | None = None
+    """(workload, answering tier) of every ratio applied."""
+
+    def add(self, would: float, priced: bool, prompt: float, completion: float, how: Basis,
+            ratio_key: tuple[str, str] | None) -> None:
+        self.cost_usd += would
+        if priced:
+            self.comparable_usd += would
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
+        if self.counts is None:
+            self.counts = dict.fromkeys(BASES, 0)
+        self.counts[how] += 1
+        if ratio_key is not None:
+            if self.ratios is None:
+                self.ratios = set()
+            self.ratios.add(ratio_key)
+
+    def basis(self, tier: str, tokens: TokenBasis) -> dict[str, Any]:
+        counts = self.counts or dict.fromkeys(BASES, 0)
+        used = sorted(self.ratios or ())
+        out: dict[str, Any] = {
+            **counts,
+            "ratio_pairs": sum(r.pairs for w, src in used if (r := tokens.ratio(w, src, tier)) is not None),
+            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "ratios": {f"{w}:{src}": r.as_dict() for w, src in used if (r := tokens.ratio(w, src, tier)) is not None},
+        }
+        out["label"] = basis_label(out)
+        return out
 
 
 def _day(value: Any) -> str:
@@ -79,23 +119,29 @@ def _day(value: Any) -> str:
     return str(value)
 
 
-def _counterfactual_dict(cf: _Counterfactual, spent: _Sum, pricer: Pricer) -> dict[str, Any]:
+def _counterfactual_dict(cf: _Counterfactual, spent: _Sum, pricer: Pricer, tier: str,
+                         tokens: TokenBasis) -> dict[str, Any]:
+    basis = cf.basis(tier, tokens)
     if pricer.unknown:
         return {"cost_usd": None, "comparable_usd": None, "savings_usd": None, "savings_pct": None,
-                "unknown_price": True}
+                "unknown_price": True, "basis": basis}
     actual = spent.known_cost
     if actual is None:  # no priced record to compare with: the saving is unknown, not $0
         return {"cost_usd": cf.cost_usd, "comparable_usd": None, "savings_usd": None, "savings_pct": None,
-                "unknown_price": False}
+                "unknown_price": False, "basis": basis}
     saved = cf.comparable_usd - actual
     return {"cost_usd": cf.cost_usd, "comparable_usd": cf.comparable_usd, "savings_usd": saved,
             "savings_pct": saved / cf.comparable_usd * 100.0 if cf.comparable_usd > 0 else None,
-            "unknown_price": False}
+            "unknown_price": False, "basis": basis}
 
 
-def counterfactual(records: Iterable[Mapping[str, Any]], tiers_pricers: Mapping[str, Pricer]) -> dict[str, Any]:
+def counterfactual(records: Iterable[Mapping[str, Any]], tiers_pricers: Mapping[str, Pricer],
+                   basis: TokenBasis | None = None) -> dict[str, Any]:
     """Spend by workload, tier, day and workload x tier; and, per tier of `tiers_pricers`, the cost had every
-    request gone to that tier, with the savings of the actual routing against it (overall and per workload)."""
+    request gone to that tier, with the savings of the actual routing against it (overall and per workload).
+    `basis` holds measured token counts and ratios from shadow and cascade pairs (none: every request keeps its
+    own counts on every tier, an estimate)."""
+    tokens = basis if basis is not None else TokenBasis.empty()
     total = _Sum()
     by_workload: dict[str, _Sum] = {}
     by_tier: dict[str, _Sum] = {}
@@ -111,6 +157,7 @@ def counterfactual(records: Iterable[Mapping[str, Any]], tiers_pricers: Mapping[
             prompt, completion = int(rec["prompt_tokens"] or 0), int(rec["completion_tokens"] or 0)
             cost = None if rec["cost_usd"] is None else float(rec["cost_usd"])
             first = rec.get("role") == "cascade_first"
+            rid = rec.get("request_id")
         except KeyError as exc:
             raise DataError(f"record {i}: missing key {exc.args[0]!r} (records need {', '.join(_KEYS)})") from exc
         except (TypeError, ValueError) as exc:
@@ -124,11 +171,11 @@ def counterfactual(records: Iterable[Mapping[str, Any]], tiers_pricers: Mapping[
         if first:
             continue  # the request is priced once, by its final record
         for t, pricer in tiers_pricers.items():
-            would = pricer.cost(prompt, completion)
+            p_t, c_t, how = tokens.tokens(None if rid is None else str(rid), workload, tier, prompt, completion, t)
+            would = pricer.cost(p_t, c_t)  # a ratio gives fractional tokens
+            key = (workload, tier) if how == "ratio" else None
             for cf in (cf_all[t], wl_cf[t], day_cf[t]):
-                cf.cost_usd += would
-                if cost is not None:
-                    cf.comparable_usd += would
+                cf.add(would, cost is not None, p_t, c_t, how, key)
     return {
         **total.as_dict(),
         "by_workload": {w: s.as_dict() for w, s in sorted(by_workload.items())},
@@ -136,13 +183,13 @@ def counterfactual(records: Iterable[Mapping[str, Any]], tiers_pricers: Mapping[
         "by_day": {d: s.as_dict() for d, s in sorted(by_day.items())},
         "by_workload_tier": {w: {t: s.as_dict() for t, s in sorted(ts.items())} for w, ts in sorted(by_wt.items())},
         "by_day_tier": {d: {t: s.as_dict() for t, s in sorted(ts.items())} for d, ts in sorted(by_dt.items())},
-        "counterfactual": {t: _counterfactual_dict(cf_all[t], total, p) for t, p in tiers_pricers.items()},
+        "counterfactual": {t: _counterfactual_dict(cf_all[t], total, p, t, tokens) for t, p in tiers_pricers.items()},
         "by_workload_counterfactual": {
-            w: {t: _counterfactual_dict(cfs[t], by_workload[w], tiers_pricers[t]) for t in tiers_pricers}
+            w: {t: _counterfactual_dict(cfs[t], by_workload[w], tiers_pricers[t], t, tokens) for t in tiers_pricers}
             for w, cfs in sorted(cf_wl.items())
         },
         "by_day_counterfactual": {
-            d: {t: _counterfactual_dict(cfs[t], by_day[d], tiers_pricers[t]) for t in tiers_pricers}
+            d: {t: _counterfactual_dict(cfs[t], by_day[d], tiers_pricers[t], t, tokens) for t in tiers_pricers}
             for d, cfs in sorted(cf_day.items())
         },
     }
@@ -157,20 +204,40 @@ _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": SECONDS_PER_DAY, "w": 7 * SECON
 
 
 def parse_since(value: str | None, now: float | None = None) -> float | None:
-    """Unix seconds from a duration back from now ("30m", "12h", "7d", "2w") or an ISO date/time; None (no bound)
-    for "all" or nothing."""
+    """Unix seconds from a duration back from now ("30m", "12h", "7d", "2w") or an ISO date/time (UTC unless it
+    names its offset, as the reports' days are UTC days); None (no bound) for "all", nothing, or a start before
+    1970 (everything captured). DataError for text that is neither, and for a start in the future (it would
+    match nothing and report an empty window as if no traffic had been captured)."""
     if not value or value == "all":
         return None
+    import math
     import time
 
+    current = time.time() if now is None else now
     text = value.strip()
     if text[-1:] in _UNITS and text[:-1].replace(".", "", 1).isdigit():
-        return (time.time() if now is None else now) - float(text[:-1]) * _UNITS[text[-1]]
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise DataError(f"--since {value!r}: use a duration like 30m, 12h, 7d, 2w, an ISO date or all") from None
-    return when.timestamp()
+        back = float(text[:-1]) * _UNITS[text[-1]]
+        when = current - back if math.isfinite(back) else -math.inf
+    else:
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise DataError(f"--since {value!r}: use a duration like 30m, 12h, 7d, 2w, an ISO date or all") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        try:
+            when = parsed.timestamp()
+        except (OverflowError, OSError, ValueError):
+            when = -math.inf
+    if when < 0:
+        return None
+    if when > current:
+        def iso(t: float) -> str:
+            return datetime.fromtimestamp(t, tz=UTC).isoformat(timespec="seconds")
+
+        raise DataError(f"--since {value!r}: {iso(when)} is in the future (now {iso(current)}); nothing was "
+                        "captured after it")
+    return when
 
 
 def tier_pricers(config: Any, book: Any = None) -> dict[str, Pricer]:
@@ -244,14 +311,14 @@ def spend_rows(engine: Any, *, shadow: bool, since: float | None = None, until: 
 
     from tiergate.store.schema import records as r
 
-    q = select(r.c.created_at, r.c.workload, r.c.tier, r.c.role, r.c.prompt_tokens, r.c.completion_tokens,
-               r.c.cost_usd).where(or_(r.c.status == "ok", r.c.cost_usd.is_not(None)))
+    q = select(r.c.request_id, r.c.created_at, r.c.workload, r.c.tier, r.c.role, r.c.prompt_tokens,
+               r.c.completion_tokens, r.c.cost_usd).where(or_(r.c.status == "ok", r.c.cost_usd.is_not(None)))
     q = q.where(r.c.role == "shadow") if shadow else q.where(r.c.role != "shadow")
     with engine.connect() as conn:
         for row in conn.execution_options(yield_per=5000).execute(_where(q, since, until, workload).order_by(r.c.id)):
-            yield {"workload": row.workload, "tier": row.tier or "-", "day": _day_utc(row.created_at), "role": row.role,
-                   "prompt_tokens": row.prompt_tokens, "completion_tokens": row.completion_tokens,
-                   "cost_usd": row.cost_usd}
+            yield {"request_id": row.request_id, "workload": row.workload, "tier": row.tier or "-",
+                   "day": _day_utc(row.created_at), "role": row.role, "prompt_tokens": row.prompt_tokens,
+                   "completion_tokens": row.completion_tokens, "cost_usd": row.cost_usd}
 
 
 def check_workload(engine: Any, config: Any, workload: str) -> None:
@@ -330,8 +397,12 @@ def spend_report(engine: Any, config: Any, *, since: float | None = None, until:
     savings against the baseline; monthly figures extrapolated from the observed window. JSON-ready."""
     if workload is not None:
         check_workload(engine, config, workload)
+    from tiergate.costs.token_basis import load_pairs
+
     pricers = tier_pricers(config, book)
-    spend = counterfactual(spend_rows(engine, shadow=False, since=since, until=until, workload=workload), pricers)
+    basis = TokenBasis.from_pairs(load_pairs(engine, since=since, until=until, workload=workload))
+    spend = counterfactual(spend_rows(engine, shadow=False, since=since, until=until, workload=workload), pricers,
+                           basis)
     shadow = _strip_counterfactual(counterfactual(
         spend_rows(engine, shadow=True, since=since, until=until, workload=workload), {}))
     window = traffic_window(engine, since=since, until=until, workload=workload)
@@ -362,7 +433,7 @@ def spend_report(engine: Any, config: Any, *, since: float | None = None, until:
         out["baseline"] = {
             "tier": base, "why": why, "actual_usd": spend["cost_usd"], "cost_usd": cf["cost_usd"],
             "comparable_usd": cf["comparable_usd"],
-            "savings_usd": cf["savings_usd"], "savings_pct": cf["savings_pct"],
+            "savings_usd": cf["savings_usd"], "savings_pct": cf["savings_pct"], "basis": cf["basis"],
             "by_workload": {w: {"actual_usd": spend["by_workload"][w]["cost_usd"], **cfs[base]}
                             for w, cfs in spend["by_workload_counterfactual"].items()},
         }

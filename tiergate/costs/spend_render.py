@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,13 @@ def usd(x: float | None) -> str:
         return f"{sign}${a:,.0f}"
     if a >= 1 or a == 0:
         return f"{sign}${a:,.2f}"
-    return f"{sign}${a:.4g}"
+    # four significant digits in fixed point (never 1.5e-05); below a millionth of a cent, $0.0000000
+    decimals = min(10, 3 - math.floor(math.log10(a)))
+    text = f"{a:.{decimals}f}".rstrip("0")
+    if float(text) == 0:
+        return "$0.00"
+    whole, frac = text.split(".")
+    return f"{sign}${whole}.{frac.ljust(2, '0')}"
 
 
 def pct(x: float | None) -> str:
@@ -45,6 +52,25 @@ def _cost(s: dict[str, Any]) -> str:
     """A bucket's cost; 'unknown' (cost_usd None) when none of its records has a price (a partial sum is flagged
     beside it)."""
     return usd(s["cost_usd"])
+
+
+def _basis(cf: dict[str, Any]) -> str:
+    """How a counterfactual counted tokens (see tiergate.costs.token_basis); '' for reports made before it."""
+    basis = cf.get("basis")
+    return basis["label"] if basis else ""
+
+
+def basis_line(report: dict[str, Any]) -> str | None:
+    """The baseline's token basis in words, when any request was not answered on it."""
+    base = report["baseline"]
+    basis = base.get("basis") if base else None
+    if not basis or not (basis["measured"] or basis["ratio"] or basis["same_tokens"]):
+        return None
+    text = f"tokens on {base['tier']}: {basis['label']}"
+    if basis["same_tokens"]:
+        text += (f"; their workloads have no shadow or cascade pairs with {base['tier']}, so "
+                 f"{basis['same_tokens']:,} requests are priced with their own tier's token counts")
+    return text
 
 
 def net_savings(report: dict[str, Any]) -> float | None:
@@ -81,18 +107,19 @@ def tables(report: dict[str, Any]) -> list[Table_]:
                          usd(cf["savings_usd"]) if cf else "-", _unpriced(s["unpriced_requests"])])
     out.append(("spend by day (UTC)", ["day", "requests", "cost", (f"all on {bname}" if bname else "baseline") + like,
                                        "saved", "flags"], day_rows))
-    cf_rows = [["actual routing", "", "", usd(spend["cost_usd"]), "", "", ""]]
+    cf_rows = [["actual routing", "", "", usd(spend["cost_usd"]), "", "", "", ""]]
     for t, cf in spend["counterfactual"].items():
         info = report["tiers"][t]
         cf_rows.append([f"all on {t}" + (" (baseline)" if t == bname else ""), info["zone"], info["price_source"],
-                        usd(cf["cost_usd"]), usd(cf["comparable_usd"]), usd(cf["savings_usd"]), pct(cf["savings_pct"])])
+                        usd(cf["cost_usd"]), usd(cf["comparable_usd"]), usd(cf["savings_usd"]), pct(cf["savings_pct"]),
+                        _basis(cf)])
     out.append(("the same traffic all on one tier", ["counterfactual", "zone", "price", "cost", "on priced records",
-                                                      "actual saves", "saves %"], cf_rows))
+                                                      "actual saves", "saves %", "tokens on that tier"], cf_rows))
     if base:
-        wl_rows = [[w, usd(b["actual_usd"]), usd(b["comparable_usd"]), usd(b["savings_usd"]), pct(b["savings_pct"])]
-                   for w, b in base["by_workload"].items()]
+        wl_rows = [[w, usd(b["actual_usd"]), usd(b["comparable_usd"]), usd(b["savings_usd"]), pct(b["savings_pct"]),
+                    _basis(b)] for w, b in base["by_workload"].items()]
         out.append((f"savings against all on {bname} by workload", ["workload", "actual", f"all on {bname}{like}",
-                                                                     "saved", "saved %"], wl_rows))
+                                                                     "saved", "saved %", f"tokens on {bname}"], wl_rows))
     shadow = report["shadow"]
     if shadow["requests"]:
         sh_rows = [[w, t, f"{s['requests']:,}", _cost(s), _unpriced(s["unpriced_requests"])]
@@ -130,6 +157,9 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         if net is not None:
             text += f"; saved net of it: {usd(net)}"
         lines.append(text)
+    basis = basis_line(report)
+    if basis:
+        lines.append(basis)
     un = report["unpriced"]
     if un["requests"] or un["shadow_requests"]:
         lines.append(f"UNPRICED: {un['requests']:,} records (+{un['shadow_requests']:,} shadow) on tiers "

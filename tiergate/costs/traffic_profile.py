@@ -6,7 +6,8 @@
 
 What the traffic shows: monthly volume (answered requests over the observed window, extrapolated to a month),
 frontier spend a month (the same traffic all on the baseline tier: the external tier the spend report compares
-against), tokens per request, the frontier model, the task (the workload config's `task`, else the structure of
+against), tokens per request on that tier (the spend report's token basis: measured where shadow or cascade pairs
+show them), the frontier model, the task (the workload config's `task`, else the structure of
 the captured answers: labels -> classification, JSON -> extraction, free text -> generation), captured answers
 from external tiers as labelled examples, and the share of requests the privacy router kept on-prem (route
 reasons starting with "privacy"). The rest (ML capacity, stability, budgets) comes from `answers`.
@@ -66,10 +67,15 @@ def workload_traffic_stats(engine: Any, config: Any, workload: str, *, since: fl
     task = wl_config.task if wl_config is not None and wl_config.task else structure.task
     base = report["baseline"]
     model = None
+    basis = None
     if base is not None:
         tier = config.tiers[base["tier"]]
         source = report["tiers"][base["tier"]]["price_source"]
         model = source.removeprefix("book:") if source.startswith("book:") else getattr(tier, "model", None)
+        # tokens a request has on the frontier model (measured or scaled where pairs show the difference), the
+        # same requests and counts that price its frontier spend
+        basis = base["basis"]
+        tokens = (round(basis["prompt_tokens"]), round(basis["completion_tokens"]))
     return {
         "workload": workload, "requests": spend["requests"], "days": window.days,
         "cost_usd": None if base is None else base["cost_usd"], "model": model,
@@ -78,14 +84,18 @@ def workload_traffic_stats(engine: Any, config: Any, workload: str, *, since: fl
         "_baseline_tier": None if base is None else base["tier"], "_actual_cost_usd": spend["cost_usd"],
         "_unpriced_requests": spend["unpriced_requests"], "_structure": structure.as_dict(),
         "_task_from": "workload config" if wl_config is not None and wl_config.task else "answer structure",
+        "_tokens_from": ("captured records (no priced baseline tier)" if basis is None
+                         else f"on {base['tier']}: {basis['label']}"),
     }
 
 
 def traffic_profiles(engine: Any, config: Any, *, workload: str | None = None, answers: Mapping[str, Any] | None = None,
-                     since: float | None = None, book: Any = None,
-                     answers_source: str = "<answers>") -> list[tuple[Profile, dict[str, Any]]]:
+                     since: float | None = None, book: Any = None, answers_source: str = "<answers>",
+                     skipped: list[str] | None = None) -> list[tuple[Profile, dict[str, Any]]]:
     """A profile per workload (or just `workload`) captured in the window, with the statistics behind it
-    (`answers_source`: the answers file, named in errors about the values it gave)."""
+    (`answers_source`: the answers file, named in errors about the values it gave). Without `workload`, a
+    workload whose traffic cannot be extrapolated (too few requests, or a burst under an hour) is left out and
+    its reason added to `skipped`; DataError only when that leaves none."""
     from sqlalchemy import select
 
     from tiergate.store.schema import records as r
@@ -101,8 +111,19 @@ def traffic_profiles(engine: Any, config: Any, *, workload: str | None = None, a
         if not names:
             raise DataError("no answered requests captured in the window")
     out = []
+    reasons = []
     for name in names:
-        stats = workload_traffic_stats(engine, config, name, since=since, book=book)
+        try:
+            stats = workload_traffic_stats(engine, config, name, since=since, book=book)
+        except DataError as exc:
+            if workload is not None:
+                raise
+            reasons.append(exc.message)
+            continue
         public = {k: v for k, v in stats.items() if not k.startswith("_")}
         out.append((profile_from_traffic(public, answers, answers_source), stats))
+    if not out:
+        raise DataError("no workload can be advised from the window: " + "; ".join(reasons))
+    if skipped is not None:
+        skipped.extend(reasons)
     return out
