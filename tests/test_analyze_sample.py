@@ -46,3 +46,19 @@ def test_sample_is_spread_over_workloads_in_arrival_order(tmp_path: Path) -> Non
     sample, eligible, _ = load_requests(engine, max_requests=30)
     assert eligible == 60 and len(sample) == 30
     assert sum(r["workload"] == "b" for r in sample) == 10
+
+
+def test_unknown_workload_is_named(tmp_path: Path) -> None:
+    """`analyze -w typo` said "0 answered request(s) ... too few to analyse"; the spend report names it."""
+    import pytest
+
+    from tiergate.analyze.discover import analyze_store
+    from tiergate.config import load_config
+    from tiergate.errors import DataError
+
+    engine = open_store(f"sqlite:///{tmp_path / 'c.db'}")
+    insert_records(engine, [normalize_record(_rec(i)) for i in range(3)])
+    cfg = tmp_path / "tiergate.yaml"
+    cfg.write_text('tiers:\n  frontier: {kind: upstream, base_url: "http://127.0.0.1:9/v1", model: gpt-4o}\n')
+    with pytest.raises(DataError, match=r"--workload 'nosuch': no such workload: .* \(workloads: w\)"):
+        analyze_store(engine, load_config(cfg), workload="nosuch", embed=lambda texts: None)  # type: ignore[arg-type,return-value]

@@ -258,3 +258,13 @@ def test_report_written_to_a_file_keeps_every_digit(store: tuple[str, Path], mon
     res = CliRunner().invoke(build_app(), ["costs", "report", "-c", str(cfg_path), "--db", url, "--since", "all"])
     assert res.exit_code == 0, res.output
     assert "…" not in res.output and "$0.0107" in res.output
+
+
+def test_an_empty_window_says_so(store: tuple[str, Path]) -> None:
+    """It read "baseline: all on premium (...): $0.00; actual $0.00; saved $0.00 (-)"."""
+    from tiergate.costs.spend_render import summary_lines
+
+    url, cfg_path = store
+    report = spend_report(open_store(url), load_config(cfg_path), since=_t(5, 0), until=_t(6, 0))
+    assert summary_lines(report)[:2] == ["window: no captured requests match",
+                                         "baseline: - (nothing was spent in the window)"]

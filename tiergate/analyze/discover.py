@@ -262,11 +262,13 @@ def analyze_store(engine: Any, config: Any, *, since: float | None = None, until
     """Load captured requests and `discover` workloads among them (options: spec_threshold, volume_threshold,
     system_weight, answer_weight, min_share, dup_threshold)."""
     from tiergate.analyze.cluster import minilm_embedder
-    from tiergate.costs.report import tier_pricers, traffic_window
+    from tiergate.costs.report import check_workload, tier_pricers, traffic_window
     from tiergate.costs.token_basis import load_pairs
     from tiergate.errors import DataError
 
     check_options(max_requests=max_requests, **options)
+    if workload is not None:
+        check_workload(engine, config, workload)  # a typo names the workloads there are, not "too few requests"
     rows, eligible, without = load_requests(engine, since=since, until=until, workload=workload,
                                             max_requests=max_requests)
     if len(rows) < 2:

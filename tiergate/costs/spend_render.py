@@ -138,7 +138,9 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"window: {win['requests']:,} requests from {win['first']} to {win['last']} ({days})")
     else:
         lines.append("window: no captured requests match")
-    if base:
+    if not report["spend"]["requests"] and not report["spend"]["cascade_first"]:
+        lines.append("baseline: - (nothing was spent in the window)")
+    elif base:
         like = "" if base["comparable_usd"] == base["cost_usd"] else f" ({usd(base['comparable_usd'])} for the priced records)"
         lines.append(f"baseline: all on {base['tier']} ({base['why']}): {usd(base['cost_usd'])}{like}; actual "
                      f"{usd(base['actual_usd'])}; saved {usd(base['savings_usd'])} ({pct(base['savings_pct'])})")
