@@ -24,7 +24,7 @@ tiers, else the answering tier's own counts (an estimate). Each counterfactual s
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -69,7 +69,7 @@ class _Sum:
                 "cost_usd": self.known_cost}
 
 
-@dataclass
+@dataclass(slots=True)
 class _Counterfactual:
     cost_usd: float = 0.0
     """All records on the tier."""
@@ -78,9 +78,9 @@ class _Counterfactual:
     prompt_tokens: float = 0.0
     completion_tokens: float = 0.0
     """The requests' tokens on the tier (measured, scaled by a ratio, or the same: see `counts`)."""
-    counts: dict[str, int] | None = None
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(BASES, 0))
     """Requests by token basis (answered, measured, ratio, same_tokens)."""
-    ratios: set[tuple[str, str]] | None = None
+    ratios: set[tuple[str, str]] = field(default_factory=set)
     """(workload, answering tier) of every ratio applied."""
 
     def add(self, would: float, priced: bool, prompt: float, completion: float, how: Basis,
@@ -90,19 +90,14 @@ class _Counterfactual:
             self.comparable_usd += would
         self.prompt_tokens += prompt
         self.completion_tokens += completion
-        if self.counts is None:
-            self.counts = dict.fromkeys(BASES, 0)
         self.counts[how] += 1
         if ratio_key is not None:
-            if self.ratios is None:
-                self.ratios = set()
             self.ratios.add(ratio_key)
 
     def basis(self, tier: str, tokens: TokenBasis) -> dict[str, Any]:
-        counts = self.counts or dict.fromkeys(BASES, 0)
-        used = sorted(self.ratios or ())
+        used = sorted(self.ratios)
         out: dict[str, Any] = {
-            **counts,
+            **self.counts,
             "ratio_pairs": sum(r.pairs for w, src in used if (r := tokens.ratio(w, src, tier)) is not None),
             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
             "ratios": {f"{w}:{src}": r.as_dict() for w, src in used if (r := tokens.ratio(w, src, tier)) is not None},
