@@ -70,7 +70,10 @@ def test_page_needs_the_admin_token_and_a_browser_can_give_it(traffic: Any) -> N
     assert r.headers["location"] == "/dashboard?since=2026-11-23T00%3A00%3A00%2B00%3A00"  # still encoded
     assert httpx.get(gw.url + "/dashboard", params={"token": "wrong"}).status_code == 401
     r = httpx.get(gw.url + "/dashboard", params={"since": "yesterday"}, auth=("a", "admin-secret"))
-    assert r.status_code == 400 and "since" in r.text
+    assert r.status_code == 400 and "yesterday" in r.text and "use a duration like 30m" in r.text
+    r = httpx.get(gw.url + "/admin/dashboard", params={"since": "2999-01-01"}, headers=ADMIN)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "since"
+    assert "is in the future" in r.json()["error"]["message"]
 
 
 def test_figures_agree_with_the_records_and_the_spend_report(traffic: Any) -> None:

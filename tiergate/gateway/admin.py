@@ -99,9 +99,8 @@ def _since(request: Request) -> float:
 
     try:
         return parse_since(request.query_params.get("since", "24h")) or 0.0
-    except TiergateError:
-        raise InvalidRequest("'since' must be a duration like 30m, 12h, 7d, 2w, an ISO date, or all.",
-                             param="since") from None
+    except TiergateError as exc:  # the reports' own reason (not a duration or date; in the future), as a query
+        raise InvalidRequest(exc.message.replace("--since", "'since'", 1), param="since") from None
 
 
 async def dashboard(request: Request) -> Response:
