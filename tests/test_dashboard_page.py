@@ -165,6 +165,9 @@ def test_cost_against_the_counterfactual_and_by_tier(tmp_path: Path) -> None:
     assert "Cost against all traffic on frontier" in page
     assert "75% on-prem" in page
     assert "$1.00" in page  # per 1k requests on the on-prem tier ($0.001 each)
+    # how the on-prem answers were counted in frontier tokens: no shadow pairs here, so the same tokens (an estimate)
+    assert t["baseline_basis"]["same_tokens"] == 30 and t["baseline_basis"]["answered"] == 10
+    assert "tokens on frontier: 10 answered there, 30 same tokens (estimate)" in page
 
 
 def test_a_routing_that_costs_more_than_the_frontier_says_so(tmp_path: Path) -> None:

@@ -154,6 +154,7 @@ def collect(engine: Engine, config: Any, *, since: float, until: float | None = 
             "baseline_comparable_usd": base["comparable_usd"] if base else None,
             "savings_usd": base["savings_usd"] if base else None,
             "savings_pct": base["savings_pct"] if base else None,
+            "baseline_basis": base.get("basis") if base else None,
             "net_savings_usd": net_savings(spend),
             "unpriced_requests": spend["unpriced"]["requests"],
         },
@@ -404,6 +405,9 @@ def _cost(data: dict[str, Any], colors: dict[str, str]) -> str:
         if shadow:
             notes.append(f"plus {usd(shadow)} of shadow calls (hatched): net "
                          f"{usd(t['net_savings_usd']) if t['net_savings_usd'] is not None else 'unknown'}")
+        basis = t.get("baseline_basis") or {}
+        if basis.get("label") and basis["label"] != "-":
+            notes.append(f"tokens on {base}: {basis['label']}")
         if t["baseline_cost_usd"] is not None and abs(t["baseline_cost_usd"] - cf) > 1e-12:
             notes.append(f"compared on the priced requests only (all of them on {base}: {usd(t['baseline_cost_usd'])})")
         if notes:
