@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tiergate.analyze.discover import load_requests
 from tiergate.store.db import open_store
 from tiergate.store.writer import insert_records, normalize_record
@@ -17,10 +19,16 @@ def _rec(i: int, role: str = "primary", parent: str | None = None, workload: str
             "answer": "ok", "parent_request_id": parent, "messages": [{"role": "user", "content": f"ticket {i}"}]}
 
 
-def test_sample_counts_requests_not_record_ids(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The sample is a window function in SQL: SQLite and PostgreSQL (skipped when no server is reachable)."""
+    return f"sqlite:///{tmp_path / 'c.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+def test_sample_counts_requests_not_record_ids(store_url: str) -> None:
     """Each request followed by its shadow (a rollout in shadow): requests hold every other record id, so a
     sample of "every 2nd id" took none of them (or all: the phase decides) and the command said too few."""
-    engine = open_store(f"sqlite:///{tmp_path / 'c.db'}")
+    engine = open_store(store_url)
     rows = []
     for i in range(40):
         rows += [_rec(i), _rec(i, "shadow", parent=f"r{i}")]
@@ -33,9 +41,9 @@ def test_sample_counts_requests_not_record_ids(tmp_path: Path) -> None:
     assert [r["request_id"] for r in sample] == [f"r{i}" for i in range(0, 40, 3)]
 
 
-def test_sample_is_spread_over_workloads_in_arrival_order(tmp_path: Path) -> None:
+def test_sample_is_spread_over_workloads_in_arrival_order(store_url: str) -> None:
     """Two workloads interleaved with a shadow after each `a` request: the sample keeps their 2:1 mix."""
-    engine = open_store(f"sqlite:///{tmp_path / 'c.db'}")
+    engine = open_store(store_url)
     rows = []
     for i in range(60):
         wl = "b" if i % 3 == 2 else "a"
@@ -50,8 +58,6 @@ def test_sample_is_spread_over_workloads_in_arrival_order(tmp_path: Path) -> Non
 
 def test_unknown_workload_is_named(tmp_path: Path) -> None:
     """`analyze -w typo` said "0 answered request(s) ... too few to analyse"; the spend report names it."""
-    import pytest
-
     from tiergate.analyze.discover import analyze_store
     from tiergate.config import load_config
     from tiergate.errors import DataError

@@ -111,9 +111,11 @@ def test_counterfactual_without_pairs_is_labelled_an_estimate() -> None:
     assert cf["basis"]["label"] == "3 answered there, 4 same tokens (estimate)"
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> tuple[str, Path]:
-    url = f"sqlite:///{tmp_path / 'capture.db'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Path]:
+    """The pairs join is SQL: the same records in SQLite and in PostgreSQL (skipped when no server is reachable)."""
+    url = (f"sqlite:///{tmp_path / 'capture.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("pg_url"))
     engine = open_store(url)
     assert insert_records(engine, [normalize_record(r) for r in RECORDS]) == len(RECORDS)
     engine.dispose()
