@@ -104,6 +104,8 @@ class Answer:
 class BatchedModelTier(Tier):
     what: ClassVar[str]
     """The model's name in errors ("classifier")."""
+    answers_json: ClassVar[bool] = False
+    """Whether the answer is a JSON object (so a JSON response_format is honoured)."""
 
     def __init__(self, name: str, config: Any) -> None:
         super().__init__(name, config)
@@ -148,6 +150,13 @@ class BatchedModelTier(Tier):
             raise InvalidRequest(f"the {self.what} tier answers with one choice (n=1)", param="n")
         if body.get("tools") and body.get("tool_choice") != "none":
             raise InvalidRequest(f"the {self.what} tier cannot call tools", param="tools")
+        if body.get("logprobs"):
+            raise InvalidRequest(f"the {self.what} tier has no token log-probs", param="logprobs")
+        fmt = body.get("response_format")
+        kind = fmt.get("type") if isinstance(fmt, dict) else None
+        if kind in ("json_object", "json_schema") and not self.answers_json:
+            raise InvalidRequest(f"the {self.what} tier answers with a bare label, not JSON",
+                                 param="response_format")
         if not input_text(body.get("messages") or []).strip():
             raise InvalidRequest(f"the {self.what} tier needs a user message with text", param="messages")
 

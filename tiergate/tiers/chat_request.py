@@ -137,6 +137,8 @@ def sampling_params(body: dict[str, Any], *, max_new_tokens: int) -> SamplingPar
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise InvalidRequest("seed must be an integer", param="seed")
+    if seed is not None and not -(2**63) <= seed < 2**64:  # what torch.Generator.manual_seed takes
+        raise InvalidRequest("seed must be a 64-bit integer", param="seed")
     top_logprobs = body.get("top_logprobs") or 0
     if isinstance(top_logprobs, bool) or not isinstance(top_logprobs, int):
         raise InvalidRequest("top_logprobs must be an integer", param="top_logprobs")

@@ -27,6 +27,7 @@ from tiergate.tiers.batched import Answer, BatchedModelTier
 class ExtractorTier(BatchedModelTier):
     kind = "extractor"
     what = "extractor"
+    answers_json = True
 
     @property
     def fields(self) -> list[str]:

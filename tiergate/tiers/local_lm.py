@@ -45,10 +45,16 @@ class LocalLMTier(Tier):
 
     @property
     def model_name(self) -> str:
-        """The `model` field of this tier's answers."""
-        return self.model_names()[0]
+        """The `model` field of this tier's answers: the base model's id, or the tier's name when an adapter
+        makes it another model."""
+        names = self.model_names()
+        return names[0] if names else self.name
 
     def model_names(self) -> list[str]:
+        """The base model's id, unless an adapter is applied: a fine-tuned tier must not answer for its base
+        model (beside a plain tier on the same base it took the id, the later in the config winning)."""
+        if self.config.adapter:
+            return []
         model = str(self.config.model)
         return ["smollm2"] if bundled.is_smollm2(model) else [model]
 
