@@ -6,12 +6,14 @@
     checker.closing_suffix()       # 'ue]}' : the shortest text that completes the object
     checker.done                   # True once the top-level object has closed
     JsonPrefix(required=["city"])  # the top-level object cannot close before it has a "city" key
+    checker.feed('{"a": 1, "a"')   # False: a key may appear once per object
 
 The local tier's JSON mode asks this checker, at every decoding step, which of the model's most probable
 tokens keep the output a valid JSON prefix, and appends `closing_suffix()` when the token budget runs out, so
 the answer always parses. A pushdown automaton over characters: small, exact, and cheap to copy per candidate.
 `required` is the one piece of a json_schema it enforces (top-level keys): enough to stop a small model from
-answering `{}`, without the weight of a full schema compiler.
+answering `{}`, without the weight of a full schema compiler. A key may appear once in each object: small models
+loop (`"name":"cat","age":2,"name":"dog",...`), and a parser would keep the last of each.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ class JsonPrefix:
     """The state of a JSON-object prefix; `feed` advances it, `copy` branches it."""
 
     __slots__ = ("stack", "mode", "is_key", "num", "literal", "unicode_left", "done", "ws_run", "required",
-                 "root_keys", "key_buf")
+                 "keys", "key_buf")
 
     def __init__(self, required: Iterable[str] = ()) -> None:
         self.stack: list[str] = []
@@ -46,7 +48,8 @@ class JsonPrefix:
         self.ws_run = 0
         """Whitespace characters in a row outside strings, so callers can stop runaway padding."""
         self.required = frozenset(required)
-        self.root_keys: frozenset[str] = frozenset()
+        self.keys: list[frozenset[str]] = []
+        """The keys of each open container, parallel to `stack` (empty for arrays)."""
         self.key_buf = ""
 
     def copy(self) -> JsonPrefix:
@@ -54,8 +57,13 @@ class JsonPrefix:
         other.stack = list(self.stack)
         other.mode, other.is_key, other.num, other.literal = self.mode, self.is_key, self.num, self.literal
         other.unicode_left, other.done, other.ws_run = self.unicode_left, self.done, self.ws_run
-        other.required, other.root_keys, other.key_buf = self.required, self.root_keys, self.key_buf
+        other.required, other.keys, other.key_buf = self.required, list(self.keys), self.key_buf
         return other
+
+    @property
+    def root_keys(self) -> frozenset[str]:
+        """The keys of the top-level object so far."""
+        return self.keys[0] if self.keys else frozenset()
 
     def feed(self, text: str) -> bool:
         """Advance over `text`; False (and a state not to be used further) when it breaks the prefix."""
@@ -122,6 +130,7 @@ class JsonPrefix:
 
     def _open(self, c: str) -> bool:
         self.stack.append(c)
+        self.keys.append(frozenset())
         self.mode = "key_or_close" if c == "{" else "value_or_close"
         return True
 
@@ -131,6 +140,7 @@ class JsonPrefix:
         if len(self.stack) == 1 and not self.required <= self.root_keys:
             return False
         self.stack.pop()
+        self.keys.pop()
         self._value_done()
         return True
 
@@ -150,7 +160,7 @@ class JsonPrefix:
         return False
 
     def _string_char(self, c: str) -> bool:
-        if self.is_key and len(self.stack) == 1 and not (c == '"' and self.mode == "string"):
+        if self.is_key and not (c == '"' and self.mode == "string"):
             self.key_buf += c  # raw, escapes included; decoded when the key closes
         if self.mode == "escape":
             if c not in _ESCAPES:
@@ -172,9 +182,11 @@ class JsonPrefix:
             return True
         if c == '"':
             if self.is_key:
+                key = json.loads('"' + self.key_buf + '"')
+                if key in self.keys[-1]:
+                    return False
+                self.keys[-1] = self.keys[-1] | {key}
                 self.mode = "colon"
-                if len(self.stack) == 1:
-                    self.root_keys = self.root_keys | {json.loads('"' + self.key_buf + '"')}
             else:
                 self._value_done()
             return True
@@ -216,6 +228,9 @@ class JsonPrefix:
         elif sim.mode == "unicode":
             emit("0" * sim.unicode_left)
         if sim.mode == "string":
+            if sim.is_key:  # a key typed so far that the object already holds must become another one
+                while json.loads('"' + sim.key_buf + '"') in sim.keys[-1]:
+                    emit("_")
             emit('"')
         elif sim.mode == "number" and sim.num not in _NUM_TERMINAL:
             emit("0")
@@ -227,7 +242,7 @@ class JsonPrefix:
             emit("null")
         if sim.mode == "key":
             missing = sorted(sim.required - sim.root_keys) if len(sim.stack) == 1 else []
-            emit(json.dumps(missing[0] if missing else "") + ":null")
+            emit(json.dumps(missing[0] if missing else _unused_key(sim.keys[-1])) + ":null")
         while sim.stack:
             if len(sim.stack) == 1:
                 for key in sorted(sim.required - sim.root_keys):
@@ -235,3 +250,11 @@ class JsonPrefix:
                     emit(comma + json.dumps(key) + ":null")
             emit("}" if sim.stack[-1] == "{" else "]")
         return "".join(out)
+
+
+def _unused_key(keys: frozenset[str]) -> str:
+    """A placeholder key the object does not hold yet: "", else "_", "__", ..."""
+    key = ""
+    while key in keys:
+        key += "_"
+    return key

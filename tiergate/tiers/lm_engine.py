@@ -25,8 +25,10 @@ import asyncio
 import logging
 import os
 import queue
+import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -76,6 +78,7 @@ class LMEngine:
         self._special_ids = frozenset(getattr(tokenizer, "all_special_ids", []) or [])
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self._eos_ids, default=0)
         self._pieces: dict[int, str] = {}
+        self._token_bytes = token_bytes_reader(tokenizer)
         self._inbox: queue.Queue[_Pending | None] = queue.Queue()
         self._stats = EngineStats()
         self._stats_lock = threading.Lock()
@@ -211,7 +214,8 @@ class LMEngine:
         from transformers import DynamicCache
 
         rows = [RequestRow(p.prompt_ids, p.params, p.stream, streaming=p.streaming, tokenizer=self.tokenizer,
-                           piece=self._piece, eos_ids=self._eos_ids, special_ids=self._special_ids) for p in new]
+                           piece=self._piece, eos_ids=self._eos_ids, special_ids=self._special_ids,
+                           token_bytes=self._token_bytes) for p in new]
         width = max(len(p.prompt_ids) for p in new)
         ids = torch.full((len(new), width), self._pad_id, dtype=torch.long)
         mask = torch.zeros((len(new), width), dtype=torch.long)
@@ -328,6 +332,48 @@ class LMEngine:
             stream.loop.call_soon_threadsafe(stream._push, item)
         except RuntimeError:  # the caller's loop has closed: nobody is listening any more
             stream.cancelled = True
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet, character -> byte: printable bytes stand for themselves, the others for
+    the characters from U+0100 on, in order."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {chr(b): b for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            table[chr(256 + extra)] = b
+            extra += 1
+    return table
+
+
+_BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+def token_bytes_reader(tokenizer: Any) -> Callable[[int], bytes]:
+    """A function giving one token's own bytes (cached): through the byte-level alphabet for byte-level BPE
+    tokenizers (GPT-2, Llama 3, SmolLM2, Qwen), a `<0xAB>` byte-fallback token as its byte, else the token's
+    decoded text as UTF-8."""
+    decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
+    alphabet = _byte_level_alphabet() if type(decoder).__name__ == "ByteLevel" else None
+    cache: dict[int, bytes] = {}
+
+    def read(token: int) -> bytes:
+        raw = cache.get(token)
+        if raw is None:
+            name = tokenizer.convert_ids_to_tokens(token)
+            fallback = _BYTE_FALLBACK.match(name) if isinstance(name, str) else None
+            if fallback:
+                raw = bytes([int(fallback.group(1), 16)])
+            elif alphabet is not None and isinstance(name, str) and all(c in alphabet for c in name):
+                raw = bytes(alphabet[c] for c in name)
+            else:
+                raw = tokenizer.decode([token], skip_special_tokens=False,
+                                       clean_up_tokenization_spaces=False).encode()
+            cache[token] = raw
+        return raw
+
+    return read
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:

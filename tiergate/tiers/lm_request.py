@@ -24,6 +24,8 @@ JSON_CANDIDATES = 64
 """Top-k tokens tried at each JSON-constrained step before giving up and closing the object."""
 JSON_MAX_WS_RUN = 24
 """Longest run of whitespace outside strings in JSON mode: small models otherwise pad forever."""
+JSON_CLOSE_SLACK = 2
+"""Tokens kept spare beyond the closing text's own when deciding whether the JSON budget is spent."""
 
 
 @dataclass(frozen=True)
@@ -61,10 +63,18 @@ class TokenLogprob:
     token: str
     logprob: float
     top: list[tuple[str, float]] = field(default_factory=list)
+    raw: bytes | None = None
+    """The token's own bytes, None for `token.encode()`. A piece of a multi-byte character decodes to U+FFFD
+    alone; its bytes are what lets a caller put the character back together."""
+    top_raw: list[bytes] | None = None
+    """The bytes of each `top` token, likewise."""
 
     def to_openai(self) -> dict[str, Any]:
-        return {"token": self.token, "logprob": self.logprob, "bytes": list(self.token.encode()),
-                "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in self.top]}
+        raw = self.raw if self.raw is not None else self.token.encode()
+        top_raw = self.top_raw if self.top_raw is not None else [t.encode() for t, _ in self.top]
+        return {"token": self.token, "logprob": self.logprob, "bytes": list(raw),
+                "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(b)}
+                                 for (t, lp), b in zip(self.top, top_raw, strict=True)]}
 
 
 @dataclass
@@ -130,7 +140,7 @@ class RequestRow:
 
     def __init__(self, prompt_ids: list[int], params: SamplingParams, stream: GenerationStream, *,
                  streaming: bool, tokenizer: Any, piece: Callable[[int], str], eos_ids: frozenset[int],
-                 special_ids: frozenset[int]) -> None:
+                 special_ids: frozenset[int], token_bytes: Callable[[int], bytes] | None = None) -> None:
         import torch
 
         self.prompt_ids = prompt_ids
@@ -139,6 +149,7 @@ class RequestRow:
         self.streaming = streaming
         self.tokenizer = tokenizer
         self.piece = piece
+        self.token_bytes = token_bytes or (lambda i: piece(i).encode())
         self.eos_ids = eos_ids
         self.special_ids = special_ids
         self.ids: list[int] = []
@@ -151,6 +162,8 @@ class RequestRow:
         self.finish_reason: str | None = None
         self.extra_tokens = 0
         self.json = JsonPrefix(params.json_required) if params.json else None
+        self.json_blocked = False
+        """Whether the last JSON step refused a token only because its closing text would not fit the budget."""
         self.generator = torch.Generator().manual_seed(
             params.seed if params.seed is not None else secrets.randbits(63))
 
@@ -169,7 +182,7 @@ class RequestRow:
             return
         token = self._choose(logits)
         if token is None:
-            self._close_json("stop")
+            self._close_json("length" if self.json_blocked else "stop")
             return
         lp = float(logprobs[token])
         self.logprob_sum += lp
@@ -180,10 +193,12 @@ class RequestRow:
             return
         if self.params.logprobs:
             top: list[tuple[str, float]] = []
+            top_raw: list[bytes] = []
             if self.params.top_logprobs:
                 vals, idx = logprobs.topk(self.params.top_logprobs)
                 top = [(self.piece(int(i)), float(v)) for v, i in zip(vals, idx, strict=True)]
-            entry = TokenLogprob(self.piece(token), lp, top)
+                top_raw = [self.token_bytes(int(i)) for i in idx]
+            entry = TokenLogprob(self.piece(token), lp, top, self.token_bytes(token), top_raw)
             self.token_logprobs.append(entry)
             self.pending_logprobs.append(entry)
         if self.json is not None:
@@ -194,7 +209,7 @@ class RequestRow:
             self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         self._check_stop()
         if self.finish_reason is None and self.json is not None and self.json.done:
-            self.finish_reason = "stop"
+            self.finish_reason = "length" if self.json_blocked else "stop"  # closed early for want of room
         if self.finish_reason is None and len(self.ids) >= self.params.max_tokens:
             self.finish_reason = "length"
 
@@ -213,11 +228,15 @@ class RequestRow:
 
     def _choose_json(self, logits: torch.Tensor) -> int | None:
         """The most probable (greedy) or a sampled token among the top-k that keeps the text a valid JSON
-        prefix; when none of the top-k does (the model wants to write prose first), the most probable valid
-        token of the whole vocabulary; None when there is none (the caller then closes the object)."""
+        prefix that can still be closed within max_tokens; when none of the top-k does (the model wants to write
+        prose first, or another key the budget has no room for), the most probable such token of the whole
+        vocabulary; None when there is none (the caller then closes the object)."""
         import torch
 
+        assert self.json is not None
         p = self.params
+        self.json_blocked = False
+        self._closer_len = len(self.json.closing_suffix())
         scaled = logits / p.temperature if p.temperature > 0 else logits
         vals, idx = scaled.topk(min(JSON_CANDIDATES, scaled.shape[-1]))
         valid, valid_vals = self._json_valid(idx.tolist(), vals.tolist(), first_only=p.temperature == 0)
@@ -246,17 +265,29 @@ class RequestRow:
             trial = self.json.copy()
             if not trial.feed(piece) or trial.ws_run > JSON_MAX_WS_RUN:
                 continue
+            if not self._json_room(trial, piece):
+                self.json_blocked = True
+                continue
             valid.append(i)
             valid_vals.append(v)
             if first_only:
                 break
         return valid, valid_vals
 
+    def _json_room(self, trial: JsonPrefix, piece: str) -> bool:
+        """Whether, after `piece`, the tokens that close the object still fit in max_tokens (its characters
+        bound its tokens). Without this a comma taken at the end of the budget had to be closed as `"":null}`,
+        an invented key. Only computed near the end: one character adds at most 8 to the closing text."""
+        room = self.params.max_tokens - len(self.ids) - 1 - JSON_CLOSE_SLACK
+        if trial.done or self._closer_len + 8 * len(piece) + 8 <= room:
+            return True
+        return len(trial.closing_suffix()) <= room
+
     def _json_budget_spent(self) -> bool:
         """True when the next token might leave no room for the tokens that close the object."""
         assert self.json is not None
         closer = self.json.closing_suffix()
-        need = len(self.tokenizer.encode(closer, add_special_tokens=False)) + 2 if closer else 0
+        need = len(self.tokenizer.encode(closer, add_special_tokens=False)) + JSON_CLOSE_SLACK if closer else 0
         return len(self.ids) + 1 + need > self.params.max_tokens
 
     def _close_json(self, reason: str) -> None:
