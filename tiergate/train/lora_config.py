@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -70,6 +71,13 @@ class LoraTrainerConfig:
 
     def __post_init__(self) -> None:
         check_device(self.device)
+        for name in ("epochs", "learning_rate", "weight_decay", "warmup_ratio", "max_grad_norm", "lora_dropout",
+                     "val_fraction"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise ValueError(f"{'weight_decay' if self.weight_decay < 0 else 'max_grad_norm'} must be >= 0")
         if self.epochs <= 0 and not self.max_steps:
             raise ValueError("epochs must be positive (or set max_steps)")
         if self.max_steps is not None and self.max_steps < 1:

@@ -85,9 +85,13 @@ def encode_example(tokenizer: Any, example: Example, task: str, system: str | No
     prompt = list(tokenizer.encode(prompt_text, add_special_tokens=False))
     answer = _answer_ids(tokenizer, messages, prompt_text, answer_text(example.output, task))
     truncated = len(prompt) + len(answer) > max_seq_len
-    if truncated:  # the answer carries the loss: keep it whole where it fits, cut the prompt from the left
-        answer = answer[:max_seq_len - 1]
-        prompt = prompt[len(prompt) - (max_seq_len - len(answer)):]
+    if truncated:
+        # the answer carries the loss: keep it whole where it fits and cut the prompt from the left; but the
+        # prompt keeps at least a quarter of the room (all of it when shorter), so a long answer is not
+        # learned without the question, and the answer is cut from the right instead
+        keep = max(max_seq_len - len(answer), min(len(prompt), max(1, max_seq_len // 4)))
+        prompt = prompt[len(prompt) - keep:]
+        answer = answer[:max_seq_len - keep]
     return SFTExample(prompt + answer, [IGNORE] * len(prompt) + answer, len(prompt), truncated)
 
 

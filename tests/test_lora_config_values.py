@@ -1,0 +1,25 @@
+"""Option values the lora trainer must refuse up front, as a one-line ConfigError naming the option (no model
+is loaded): `--set epochs=nan` used to end in a traceback, `learning_rate=inf` in minutes of NaN training."""
+
+from __future__ import annotations
+
+import pytest
+
+from tiergate.errors import ConfigError
+from tiergate.train import get_trainer
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("epochs", "nan"), ("epochs", "inf"), ("learning_rate", "nan"), ("learning_rate", "inf"),
+    ("weight_decay", "nan"), ("weight_decay", "-0.1"), ("max_grad_norm", "nan"), ("max_grad_norm", "-1"),
+    ("max_grad_norm", "inf"), ("warmup_ratio", "nan"), ("lora_dropout", "nan"), ("val_fraction", "nan"),
+])
+def test_non_finite_or_negative_values_are_refused(key: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"^lora trainer: {key} "):
+        get_trainer("lora").make_config({key: value})
+
+
+def test_finite_values_still_pass() -> None:
+    config = get_trainer("lora").make_config({"epochs": "0.5", "learning_rate": "1e-3", "weight_decay": "0",
+                                              "max_grad_norm": "0", "warmup_ratio": "0.1"})
+    assert (config.epochs, config.learning_rate, config.max_grad_norm) == (0.5, 1e-3, 0.0)
