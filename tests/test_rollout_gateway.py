@@ -375,3 +375,22 @@ def test_admin_lists_a_stored_rollout_this_gateway_does_not_route(tmp_path: Any,
         assert r.status_code == 200 and (r.json()["workload"], r.json()["stage"]) == ("ghost", "shadow")
         listed = httpx.get(gw.url + "/admin/rollouts", headers={"Authorization": "Bearer adm"}).json()["data"]
         assert {row["workload"] for row in listed} == {"triage", "ghost"}
+
+
+def test_an_idle_gateway_routes_its_next_request_on_the_current_stage(tmp_path: Any, stubs: Any) -> None:
+    """A rollback from the CLI while no request arrives: the first request afterwards must not reach the
+    candidate. The stage was re-read only when a request came, and that request was decided on the old stage."""
+    from tests.test_monitor_gateway import cli_app
+
+    frontier, small = stubs
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    with rollout_gateway(config(db, frontier, small, refresh_s=0.2)) as (gw, manager):
+        client = openai.OpenAI(base_url=gw.base_url, api_key="none", max_retries=0)
+        runner, app = CliRunner(), cli_app()
+        assert runner.invoke(app, ["rollout", "advance", "triage", "--db", db, "--to", "full"]).exit_code == 0
+        time.sleep(0.6)  # idle for three refresh periods
+        assert ask(client, "good 1").headers["x-tiergate-route-reason"] == "rollout:full"
+        assert runner.invoke(app, ["rollout", "rollback", "triage", "--db", db, "-r", "bad"]).exit_code == 0
+        time.sleep(0.6)
+        assert ask(client, "good 2").headers["x-tiergate-route-reason"] == "rollout:rolled_back"
+        assert stage(manager) == "rolled_back"

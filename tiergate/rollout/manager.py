@@ -67,6 +67,7 @@ class RolloutManager:
         rt.window = await asyncio.to_thread(rebuild_window, self.store.engine, rt)
         self._publish(rt)
         await self._ensure_model(rt, rt.router.state)
+        self._spawn(rt.router.follow(), track=False)
         if rt.router.opts.shared_window_s > 0:
             self._spawn(self._share(rt), track=False)
 

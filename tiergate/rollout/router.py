@@ -15,8 +15,9 @@
 Reasons: `rollout:shadow` (primary answers, candidate shadowed), `rollout:canary` (candidate answers a canary
 request), `rollout:primary` (primary answers the rest of a canary), `rollout:full`, `rollout:rolled_back`.
 The canary split is sticky per caller key (X-Tiergate-Sticky-Key or `user`): a caller in the 10% stays in the
-50%. The stage is cached and re-read from the store every `refresh_s` (off the request path), so gateway
-processes sharing a database follow each other's transitions within that time. Until a `RolloutManager` binds
+50%. The stage is cached and re-read from the store every `refresh_s` (off the request path, by a follower task
+while the gateway runs, idle or not), so gateway processes sharing a database, and rollout commands, take effect
+within that time. Until a `RolloutManager` binds
 a store (see `tiergate.rollout.manager.attach`), the router holds its state in memory.
 """
 
@@ -152,6 +153,25 @@ class RolloutRouter(Router):
                 fn(old, state)
             except Exception:
                 log.exception("rollout %s: change callback failed", self.workload)
+
+    async def follow(self) -> None:
+        """Re-read the stage every `refresh_s` whether or not requests arrive, so that the first request after a
+        quiet spell is routed on the stage of at most `refresh_s` ago (a rollback from the CLI or from another
+        gateway process included), not on the one held when the last request came."""
+        while True:
+            await asyncio.sleep(max(0.0, self.opts.refresh_s - (time.monotonic() - self._loaded_at)))
+            if time.monotonic() - self._loaded_at >= self.opts.refresh_s:
+                try:
+                    await self._refresh_once()
+                except Exception:  # keep following: the next round may read it
+                    log.exception("rollout %s: cannot refresh the stage", self.workload)
+                    self._loaded_at = time.monotonic()
+
+    async def _refresh_once(self) -> None:
+        """One refresh at a time: a request-driven one and the follower's share the task in flight."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.get_running_loop().create_task(self.refresh())
+        await asyncio.shield(self._refreshing)
 
     def _maybe_refresh(self) -> None:
         if self.store is None or time.monotonic() - self._loaded_at < self.opts.refresh_s:
