@@ -329,6 +329,27 @@ def test_config_check_refuses_a_model_tier_without_a_model(tmp_path: Path, monke
     assert "tiers.e.model:" in out and "no such directory" in out
 
 
+def test_config_check_refuses_missing_adapters_and_monitor_references(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A monitor reference that is not there left input and label drift silently off (a traceback in the log at
+    the first request); it is read from the config's directory like the tiers' models."""
+    conf = tmp_path / "conf"
+    (conf / "data").mkdir(parents=True)
+    (conf / "data" / "train.jsonl").write_text('{"text": "charged twice", "label": "billing"}\n')
+    (conf / "plain").mkdir()
+    cfg = conf / "tg.yaml"
+    cfg.write_text("tiers:\n  lm: {kind: local_lm, adapter: plain}\n  lm2: {kind: local_lm, adapter: nope}\n"
+                   "monitor:\n  workloads:\n    ok: {reference: data/train.jsonl}\n"
+                   "    bad: {reference: data/nope.jsonl}\n")
+    monkeypatch.chdir(tmp_path)  # not the config's directory
+    code, out = run(monkeypatch, capsys, "config", "check", "-c", "conf/tg.yaml")
+    assert code == 2
+    assert "tiers.lm.adapter:" in out and "not a PEFT adapter (no adapter_config.json)" in out
+    assert "tiers.lm2.adapter: nope: no such directory" in out
+    assert "monitor.workloads.bad.reference: data/nope.jsonl: no such file" in out
+    assert "monitor.workloads.ok" not in out  # found beside the config
+
+
 # -- 8: replay-spill ----------------------------------------------------------------------------------------------------
 def test_replay_spill_reports_rejected_records_and_keeps_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:

@@ -402,15 +402,19 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, s
     config._unset_secrets = {k: f"{source}: {v}" for k, v in unset.items()}
     if path is not None:
         config._base_dir = str(Path(path).resolve().parent)
-        _resolve_tier_paths(config, Path(config._base_dir))
+        _resolve_paths(config, Path(config._base_dir))
     return config
 
 
-def _resolve_tier_paths(config: Config, base: Path) -> None:
-    """Relative model, adapter and cache directories in tiers are read from the config file's directory, as router
-    files are, so that `tiergate serve -c deploy/tiergate.yaml` finds them from any working directory. A relative
-    `model` or `adapter` with nothing under the config's directory is left as written (a Hugging Face id such as
-    `HuggingFaceTB/SmolLM2-135M-Instruct`, or a path from the working directory)."""
+def _resolve_paths(config: Config, base: Path) -> None:
+    """Relative model, adapter and cache directories in tiers, and monitor reference files, are read from the config
+    file's directory, as router files are, so that `tiergate serve -c deploy/tiergate.yaml` finds them from any
+    working directory. A relative `model`, `adapter` or `reference` with nothing under the config's directory is
+    left as written (a Hugging Face id such as `HuggingFaceTB/SmolLM2-135M-Instruct`, or a path from the working
+    directory)."""
+    for wl in config.monitor.workloads.values():
+        if wl.reference and not os.path.isabs(wl.reference) and (base / wl.reference).exists():
+            wl.reference = str(base / wl.reference)
     for tier in config.tiers.values():
         for field in ("model", "adapter"):
             value = getattr(tier, field, None)

@@ -46,7 +46,7 @@ def serve(
     from tiergate.gateway.server import serve as run
 
     cfg = get_config(config, db, require_secrets=True)
-    check_model_tiers(cfg)  # as `config check`: a one-line error now, not a traceback from the app's start
+    check_config_files(cfg)  # as `config check`: a one-line error now, not a traceback from the app's start
     run(cfg, host=host, port=port)
 
 
@@ -207,7 +207,7 @@ def config_check(config: Optional[Path] = ConfigOption) -> None:
 
     cfg = get_config(config)
     Routing.from_config(cfg)
-    check_model_tiers(cfg)
+    check_config_files(cfg)
     t = Table("tier", "kind", "zone", "model / url", "fallback")
     for name, tier in cfg.tiers.items():
         where = getattr(tier, "base_url", None) or getattr(tier, "model", "")
@@ -220,9 +220,10 @@ def config_check(config: Optional[Path] = ConfigOption) -> None:
     console.print("[green]config OK[/]")
 
 
-def check_model_tiers(cfg: Config) -> None:
-    """ConfigError naming every classifier and extractor tier whose `model` is not a trained model directory
-    (checked by its manifest; the model is not loaded)."""
+def check_config_files(cfg: Config) -> None:
+    """ConfigError naming every file the config needs that is not there: a classifier or extractor tier's `model`
+    that is not a trained model directory (checked by its manifest; the model is not loaded), a LoRA `adapter`
+    directory, a monitor `reference` file (without it input and label drift would be silently off)."""
     from tiergate.train.manifest import MANIFEST, is_model_dir
 
     problems = []
@@ -230,5 +231,13 @@ def check_model_tiers(cfg: Config) -> None:
         if tier.kind in ("classifier", "extractor") and not is_model_dir(tier.model):
             why = "no such directory" if not Path(tier.model).exists() else f"not a trained model (no {MANIFEST})"
             problems.append(f"tiers.{name}.model: {tier.model}: {why}")
+        adapter = getattr(tier, "adapter", None)
+        if adapter and not (Path(adapter) / "adapter_config.json").is_file():
+            why = "no such directory" if not Path(adapter).exists() else "not a PEFT adapter (no adapter_config.json)"
+            problems.append(f"tiers.{name}.adapter: {adapter}: {why}")
+    for wname, wl in cfg.monitor.workloads.items():
+        if wl.reference and not Path(wl.reference).is_file():
+            problems.append(f"monitor.workloads.{wname}.reference: {wl.reference}: "
+                            + ("no such file" if not Path(wl.reference).exists() else "not a file"))
     if problems:
         raise ConfigError("\n".join(problems))
