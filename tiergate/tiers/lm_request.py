@@ -236,7 +236,6 @@ class RequestRow:
         assert self.json is not None
         p = self.params
         self.json_blocked = False
-        self._closer_len = len(self.json.closing_suffix())
         scaled = logits / p.temperature if p.temperature > 0 else logits
         vals, idx = scaled.topk(min(JSON_CANDIDATES, scaled.shape[-1]))
         valid, valid_vals = self._json_valid(idx.tolist(), vals.tolist(), first_only=p.temperature == 0)
@@ -275,19 +274,24 @@ class RequestRow:
         return valid, valid_vals
 
     def _json_room(self, trial: JsonPrefix, piece: str) -> bool:
-        """Whether, after `piece`, the tokens that close the object still fit in max_tokens (its characters
-        bound its tokens). Without this a comma taken at the end of the budget had to be closed as `"":null}`,
-        an invented key. Only computed near the end: one character adds at most 8 to the closing text."""
-        room = self.params.max_tokens - len(self.ids) - 1 - JSON_CLOSE_SLACK
-        if trial.done or self._closer_len + 8 * len(piece) + 8 <= room:
+        """Whether, after `piece`, the tokens that close the object still fit in max_tokens. Without this a
+        comma taken at the end of the budget had to be closed as `"":null}`, an invented key. The closing text's
+        tokens after `piece` are estimated as the present closing text's tokens plus one per character it grows
+        by (a bound for the changed part); one character grows it by at most 8, so far from the end of the
+        budget nothing is computed."""
+        room = self.params.max_tokens - len(self.ids) - 1 - JSON_CLOSE_SLACK - self._closer_tokens
+        if trial.done or 8 * len(piece) + 8 <= room:
             return True
-        return len(trial.closing_suffix()) <= room
+        return len(trial.closing_suffix()) - self._closer_chars <= room
 
     def _json_budget_spent(self) -> bool:
-        """True when the next token might leave no room for the tokens that close the object."""
+        """True when the next token might leave no room for the tokens that close the object (and, for
+        `_json_room`, the size of that closing text in characters and tokens)."""
         assert self.json is not None
         closer = self.json.closing_suffix()
-        need = len(self.tokenizer.encode(closer, add_special_tokens=False)) + JSON_CLOSE_SLACK if closer else 0
+        self._closer_chars = len(closer)
+        self._closer_tokens = len(self.tokenizer.encode(closer, add_special_tokens=False)) if closer else 0
+        need = self._closer_tokens + JSON_CLOSE_SLACK if closer else 0
         return len(self.ids) + 1 + need > self.params.max_tokens
 
     def _close_json(self, reason: str) -> None:
