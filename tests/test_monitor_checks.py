@@ -123,3 +123,24 @@ def test_schema_and_value_helpers() -> None:
     assert schema_errors(True, {"type": "integer"}) == ["$: expected integer, got bool"]
     assert values_not_in_input({"n": 12, "who": {"name": "Ann  Lee"}, "ok": True}, "ann lee, 12 people") == []
     assert values_not_in_input({"phone": "555-0100"}, "call 5550100") == ["phone"]
+
+
+def test_a_swapped_model_gets_a_fresh_confidence_baseline() -> None:
+    """After `tiergate retrain` swaps the small model, its confidences were judged against the old model's first
+    window: unchanged traffic alarmed, and with hold_on_drift held the new rollout for good."""
+    rng = np.random.default_rng(2)
+    settings = DetectorSettings(window=100, step=50, alpha=0.002)
+    old, new = rng.beta(20, 1, 300), rng.beta(5, 2, 400)  # the retrained model is less sure of itself, evenly
+    kept = DriftDetector(settings)
+    for c in old:
+        kept.add_output(None, c)
+    assert [r.alarm for c in new for r in kept.add_output(None, c)][-1]  # without the reset: an alarm
+    det = DriftDetector(settings)
+    for c in old:
+        det.add_output(None, c)
+    assert det.reset_model() == ["confidence"] and det.baseline is None and "confidence" not in det.last
+    ran = [r for c in new for r in det.add_output(None, c)]
+    assert ran and not any(r.alarm for r in ran)  # the new model's first window is its own baseline
+    given = DriftDetector(settings, baseline_confidences=list(old))
+    given.reset_model()
+    assert given.baseline == list(old)  # a baseline given by the operator stays

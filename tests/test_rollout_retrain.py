@@ -5,6 +5,7 @@ shadow rollout only when the candidate is not worse, and a gateway serving the r
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,8 @@ def _record(i: int, text: str, answer: str, tier: str, role: str = "primary") ->
         "answer": answer, "route_reason": "rollout:shadow" if role == "primary" else "shadow"})
 
 
-def test_retrain_from_traffic_regression_check_and_shadow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_retrain_from_traffic_regression_check_and_shadow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("TIERGATE_MODELS_DIR", str(tmp_path / "registry"))
     monkeypatch.chdir(tmp_path)
     # the current model: trained on scrambled labels, so fresh traffic shows it is poor
@@ -99,10 +101,13 @@ def test_retrain_from_traffic_regression_check_and_shadow(tmp_path: Path, monkey
     assert rejected["rollout"] is None and "< current" in rejected["reason"]
     assert store.require("cards").version == state.version
 
-    # a gateway starting now serves the retrained model from the candidate tier
+    # a gateway starting now serves the retrained model from the candidate tier, loaded once (the stored state's
+    # change callback and the start both asked for it, and both loaded it)
+    caplog.set_level(logging.WARNING, logger="tiergate.rollout")
     with rollout_gateway(cfg.model_dump(mode="json")) as (gw, manager):
         tier = gw.gateway.tiers["small"]
         assert tier.config.model == state.candidate_model
+        assert sum("now serves" in r.getMessage() for r in caplog.records) == 1
         assert manager.runtimes["cards"].labels == sorted(labels)
     engine.dispose()
     assert json.loads((tmp_path / "r1" / "labels.json").read_text()) == sorted(labels)

@@ -213,7 +213,8 @@ def register(app: typer.Typer) -> None:
             for kind, c in checks.items():
                 table.add_row(wl, kind, _when(c["at"]), str(c["n"]), _pct(c["statistic"]),
                               "-" if c["p_value"] is None else f"{c['p_value']:.4g}",
-                              "[red]ALARM[/]" if c["alarm"] else "ok",
+                              "[red]ALARM[/]" if c["alarm"] else "reset (new model)"
+                              if (c.get("detail") or {}).get("reset") else "ok",
                               f"{c.get('alarms_24h', 0)} / {c.get('windows_24h', 0)}")
         Console().print(table)
 

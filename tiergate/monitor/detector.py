@@ -83,6 +83,7 @@ class DriftDetector:
         self.reference = reference
         self.label_counts = Counter(label_counts) if label_counts else None
         self.baseline = list(baseline_confidences) if baseline_confidences else None
+        self._given_baseline = self.baseline is not None
         w = settings.window
         self.inputs, self.labels, self.confs = _Stream(w), _Stream(w), _Stream(w)
         self.quality, self.flags = _Stream(w), _Stream(w)
@@ -130,6 +131,24 @@ class DriftDetector:
         self._pending_baseline = pending
         if len(pending) >= self.s.window:
             self.baseline = pending
+
+    MODEL_CHECKS = ("label", "confidence", "quality", "hallucination")
+    """Checks of the small model's answers (the input check watches the traffic, whatever model answers it)."""
+
+    def reset_model(self) -> list[str]:
+        """The small model was replaced (a retrained candidate): its answers' windows, the confidence baseline
+        learnt from its first window (unless one was given) and their alarm streaks start afresh. Returns the
+        checks that had results."""
+        w = self.s.window
+        self.labels, self.confs, self.quality, self.flags = _Stream(w), _Stream(w), _Stream(w), _Stream(w)
+        if not self._given_baseline:
+            self.baseline = None
+        self._pending_baseline = []
+        had = [k for k in self.MODEL_CHECKS if k in self.last]
+        for kind in self.MODEL_CHECKS:
+            self.last.pop(kind, None)
+            self._streak.pop(kind, None)
+        return had
 
     def add_quality(self, agree: bool) -> list[CheckResult]:
         if not self.quality.add(bool(agree), self.s.step):

@@ -222,6 +222,26 @@ class Monitor:
             self.alerts.check(workload, r)
         return [r for _, r in ran]
 
+    def model_changed(self, workload: str, reason: str) -> None:
+        """The workload's small model was swapped (`tiergate retrain` accepted): judging the new model's answers
+        against the old one's confidence baseline alarmed on unchanged traffic, and with `hold_on_drift` held the
+        new rollout for good. Its answer checks start afresh, their alarms clear, queued answers of the old model
+        are dropped (their inputs still count for input drift), and a row per cleared check records why."""
+        with self._lock:
+            wl = self.workloads.get(workload)
+            if wl is None or wl.detector is None:
+                return
+            had = wl.detector.reset_model()
+            for it in self.pending:
+                if it.workload == workload:
+                    it.label = it.confidence = it.agree = it.flagged = None
+        cleared = [CheckResult(kind, 0, None, None, False, {"reset": reason}) for kind in had]
+        if cleared:
+            self._persist([(workload, r) for r in cleared])
+        for r in cleared:
+            self.alerts.check(workload, r)
+        log.warning("monitor %s: %s; answer checks start afresh (%s)", workload, reason, ", ".join(had) or "none ran")
+
     def _persist(self, ran: list[tuple[str, CheckResult]]) -> None:
         import time
 

@@ -37,6 +37,7 @@ class RolloutManager:
         self.runtimes: dict[str, Runtime] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: set[asyncio.Task[Any]] = set()
+        self._model_locks: dict[str, asyncio.Lock] = {}
         self._metrics = _RolloutMetrics(getattr(getattr(gateway, "metrics", None), "registry", None))
         for router in gateway.routing.routers():
             if isinstance(router, RolloutRouter):
@@ -200,7 +201,14 @@ class RolloutManager:
 
     # -- a retrained model for the candidate tier ------------------------------------------------------------------
     async def _ensure_model(self, rt: Runtime, state: RolloutState) -> None:
-        """Serve `candidate_model` (set by `tiergate retrain`) from the candidate tier, swapping it in live."""
+        """Serve `candidate_model` (set by `tiergate retrain`) from the candidate tier, swapping it in live. One swap
+        at a time per workload (at start the stored state's change callback and the start itself both ask), and
+        the monitor's checks of the old model's answers start afresh."""
+        lock = self._model_locks.setdefault(state.workload, asyncio.Lock())
+        async with lock:
+            await self._swap_model(rt, state)
+
+    async def _swap_model(self, rt: Runtime, state: RolloutState) -> None:
         name, path = state.candidate, state.candidate_model
         tier = self.gateway.tiers.get(name)
         if not path or tier is None or getattr(tier.config, "model", None) == path:
@@ -218,6 +226,9 @@ class RolloutManager:
         if labels and not rt.router.opts.labels and not rt.spec.labels:
             rt.labels = list(labels)
         log.warning("rollout %s: tier %s now serves %s", state.workload, name, path)
+        for observer in self.gateway.observers:  # the drift monitor: baselines of the old model's answers go
+            if callable(getattr(observer, "model_changed", None)):
+                await asyncio.to_thread(observer.model_changed, state.workload, f"tier {name} now serves {path}")
         await asyncio.sleep(1.0)  # let requests already dispatched to the old model finish
         await tier.close()
 

@@ -1,0 +1,39 @@
+"""The monitor when the small model behind a workload is swapped (a retrained candidate): checks of the old
+model's answers start afresh, their alarms clear, and the store records why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+from sqlalchemy import select
+
+from tiergate.config import parse_config
+from tiergate.monitor.config import MonitorConfig
+from tiergate.monitor.monitor import Monitor, _Item
+from tiergate.store.db import open_store
+
+
+def test_model_change_clears_answer_alarms_and_records_why(tmp_path: Path) -> None:
+    from tiergate.rollout.state import monitor_checks
+
+    engine = open_store(f"sqlite:///{tmp_path / 'm.db'}")
+    config = parse_config({"tiers": {"small": {"kind": "local_lm"}}, "workloads": {"w": {"task": "classification"}}})
+    gateway = SimpleNamespace(engine=engine, config=config)
+    monitor = Monitor(gateway, MonitorConfig(window=20, step=10, alpha=0.01))
+    rng = np.random.default_rng(0)
+    monitor._wl("w")
+    monitor.process([_Item("w", confidence=float(c)) for c in rng.beta(30, 1, 20)])  # the baseline
+    monitor.process([_Item("w", confidence=float(c)) for c in rng.beta(2, 2, 40)])
+    assert monitor.alarming("w") == ["confidence"]
+    monitor.pending.append(_Item("w", text="queued", confidence=0.1))
+    monitor.model_changed("w", "tier small now serves models/v2")
+    assert monitor.alarming("w") == [] and "confidence" not in monitor.status()["workloads"]["w"]["checks"]
+    assert monitor.pending[0].confidence is None and monitor.pending[0].text == "queued"
+    with engine.connect() as conn:
+        last = conn.execute(select(monitor_checks).order_by(monitor_checks.c.id.desc()).limit(1)).mappings().one()
+    assert last["kind"] == "confidence" and last["alarm"] is False
+    assert last["detail"] == {"reset": "tier small now serves models/v2"}
+    # the new model's answers build their own baseline: the same confidences no longer alarm
+    assert not any(r.alarm for r in monitor.process([_Item("w", confidence=float(c)) for c in rng.beta(2, 2, 60)]))
