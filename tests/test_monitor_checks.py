@@ -144,3 +144,20 @@ def test_a_swapped_model_gets_a_fresh_confidence_baseline() -> None:
     given = DriftDetector(settings, baseline_confidences=list(old))
     given.reset_model()
     assert given.baseline == list(old)  # a baseline given by the operator stays
+
+
+def test_advance_hold_names_every_reason_and_next_action_reads_the_stage() -> None:
+    from tiergate.rollout.gates import Verdict, advance_hold, next_action
+
+    gates = GateConfig(min_stage_s=600, hold_on_drift=True)
+    both = advance_hold(gates, 30, ["input"])
+    assert both is not None and "min_stage_s 600" in both and "drift alarm (input)" in both  # not the first only
+    assert advance_hold(gates, 900, []) is None
+    advance, wait, rollback = Verdict("advance", [], {}), Verdict(None, [], {}), Verdict("rollback", [], {})
+    assert next_action("shadow", False, advance, None) == "advance"
+    assert next_action("shadow", True, advance, None) == "held"
+    assert next_action("canary-10", False, advance, both) == "wait"
+    assert next_action("shadow", True, wait, None) == "wait"
+    assert next_action("full", False, advance, None) == "none"  # nothing to advance to
+    assert next_action("full", False, rollback, None) == "rollback"
+    assert next_action("rolled_back", False, rollback, None) == "none"

@@ -84,7 +84,11 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"  this stage: {w['compared']} pairs, agreement {_pct(w['agreement'])} "
                            f"(lower bound {_pct(w['agreement_lower'])}), errors {w['errors']}/{w['answers']}, "
                            f"flagged {w['flagged']}/{w['checked']}, p95 {_pct(w['latency_ms_p95'])} ms")
-                typer.echo(f"  gates: {'; '.join(r.get('gates') or []) or '-'} -> {r.get('next_action') or 'wait'}")
+                action = r.get("next_action") or "wait"
+                action = {"held": "held by an operator (tiergate rollout resume)",
+                          "none": "rolled back (tiergate rollout start begins again)" if r["stage"] == "rolled_back"
+                          else "full: nothing to advance to; a failing gate still rolls back"}.get(action, action)
+                typer.echo(f"  gates: {'; '.join(r.get('gates') or []) or '-'} -> {action}")
                 if r.get("advance_blocked"):
                     typer.echo(f"  advance held: {r['advance_blocked']}")
             typer.echo(f"  last change: {r['reason']} ({r['actor']}, {_when(r['updated_at'])})")

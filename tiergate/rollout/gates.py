@@ -178,11 +178,28 @@ def _flags(counts: dict[str, int]) -> str:
 
 
 def advance_hold(gates: GateConfig, stage_age_s: float, alarming: list[str]) -> str | None:
-    """Why passing gates may not advance a stage yet, or None: the stage is younger than `min_stage_s`, or drift
-    checks are alarming for the workload (`hold_on_drift`). The gateway passes its monitor's live alarms, `rollout
-    status` the latest stored ones."""
+    """Why passing gates may not advance a stage yet, or None: the stage is younger than `min_stage_s`, and/or
+    drift checks are alarming for the workload (`hold_on_drift`); every reason that holds, so that a drift alarm
+    is not hidden until the stage is old enough. The gateway passes its monitor's live alarms, `rollout status`
+    the latest stored ones."""
+    reasons = []
     if stage_age_s < gates.min_stage_s:
-        return f"stage is {stage_age_s:.0f}s old; min_stage_s {gates.min_stage_s:g}"
+        reasons.append(f"stage is {stage_age_s:.0f}s old; min_stage_s {gates.min_stage_s:g}")
     if gates.hold_on_drift and alarming:
-        return f"drift alarm ({', '.join(alarming)}): advance held until it clears"
-    return None
+        reasons.append(f"drift alarm ({', '.join(alarming)}): advance held until it clears")
+    return "; ".join(reasons) or None
+
+
+def next_action(stage: str, held: bool, verdict: Verdict, blocked: str | None) -> str:
+    """What the gates lead to next, as `rollout status` and the admin API show it: `rollback` (a gate fails),
+    `advance`, `wait` (more evidence, or an advance hold), `held` (passing gates, but an operator holds the
+    rollout), or `none` (rolled back, or at full: nothing to advance to, though a failing gate still rolls back)."""
+    if stage == "rolled_back":
+        return "none"
+    if verdict.action == "rollback":
+        return "rollback"
+    if stage == "full":
+        return "none"
+    if verdict.action == "advance":
+        return "held" if held else "wait" if blocked else "advance"
+    return "wait"

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from tiergate.rollout.gates import evaluate
+from tiergate.rollout.gates import evaluate, next_action
 from tiergate.rollout.router import RolloutOptions, RolloutRouter
 from tiergate.rollout.scoring import Runtime, rebuild_window
 from tiergate.rollout.state import RolloutStore
@@ -74,10 +74,11 @@ def rollout_status(engine: Engine, config: Any, workload: str | None = None) -> 
         if rt is not None:
             window = rebuild_window(engine, rt)
             verdict = evaluate(window, rt.router.opts.gates)
-            row.update(window=verdict.stats, gates=verdict.reasons, next_action=verdict.action)
             blocked = _advance_blocker(engine, state, rt.router.opts.gates) if verdict.action == "advance" else None
+            row.update(window=verdict.stats, gates=verdict.reasons,
+                       next_action=next_action(state.stage, state.held, verdict, blocked))
             if blocked:
-                row.update(next_action="wait", advance_blocked=blocked)
+                row.update(advance_blocked=blocked)
         out.append(row)
     return out
 

@@ -21,7 +21,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from tiergate.monitor.hallucination import CheckSpec
-from tiergate.rollout.gates import Observation, Verdict, advance_hold, evaluate
+from tiergate.rollout.gates import Observation, Verdict, advance_hold, evaluate, next_action
 from tiergate.rollout.router import RolloutRouter
 from tiergate.rollout.scoring import Runtime, pair_observation, rebuild_window, served_observation
 from tiergate.rollout.state import FULL, ROLLED_BACK, RolloutState, RolloutStore
@@ -237,8 +237,9 @@ class RolloutManager:
         for wl, rt in self.runtimes.items():
             verdict = evaluate(rt.window, rt.router.opts.gates)
             blocked = self.advance_blocker(rt) if verdict.action == "advance" else None
-            out[wl] = {**rt.router.state.to_json(), "window": verdict.stats, "gates": verdict.reasons,
-                       "next_action": "wait" if blocked else verdict.action, "task": rt.task,
+            state = rt.router.state
+            out[wl] = {**state.to_json(), "window": verdict.stats, "gates": verdict.reasons,
+                       "next_action": next_action(state.stage, state.held, verdict, blocked), "task": rt.task,
                        **({"advance_blocked": blocked} if blocked else {})}
         return out
 
