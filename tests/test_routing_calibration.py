@@ -203,3 +203,17 @@ def test_outcomes_from_shadow_pairs_in_the_store(tmp_path):
     assert oc.costs("large").tolist() == [0.01, 0.01] and oc.meta["source"] == "shadow"
     with pytest.raises(DataError, match="no captured shadow pairs"):
         outcomes_from_shadow(engine, small="small", large="large", workload="elsewhere")
+
+
+def test_escalate_everything_threshold_stays_a_probability() -> None:
+    """When only escalating everything reaches the quality floor, the threshold was min(score) - 1 (-0.996 for
+    probabilities): `router train learned` wrote it, though the policy's `threshold` accepts 0-1 only."""
+    import numpy as np
+
+    from tiergate.routing.calibration import threshold_for_quality, threshold_for_share
+
+    p = np.array([0.004, 0.2, 0.6, 0.9])
+    thr, point = threshold_for_quality(p, [0, 0, 0, 0], [1, 1, 1, 1], floor=1.0)
+    assert point.large_share == 1.0 and 0.0 <= thr < 0.004 and (p > thr).all()
+    share_thr = threshold_for_share(p, 1.0)
+    assert 0.0 <= share_thr < 0.004 and (p > share_thr).all()

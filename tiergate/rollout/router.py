@@ -81,6 +81,8 @@ class RolloutOptions(RouterOptions):
 
 
 class RolloutRouter(Router):
+    """Staged cutover from a primary tier to a candidate: shadow, canary stages, full; gates advance or roll back."""
+
     kind = "rollout"
     Options = RolloutOptions
 

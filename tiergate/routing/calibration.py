@@ -65,7 +65,7 @@ def routing_curve(router_scores: Any, small_scores: Any, large_scores: Any, smal
         if k == 0:
             thr: float = float(rs[0])
         elif k == n:
-            thr = float(rs[-1]) - 1.0
+            thr = float(np.nextafter(rs[-1], -np.inf))  # just under the least score (a probability stays one)
         else:
             thr = float(rs[k])
         points.append(CurvePoint(k / n, float((base_c + gain_c[k]) / n), float((base_q + gain_q[k]) / n), thr))
@@ -238,7 +238,7 @@ def _candidates(scores: np.ndarray) -> list[tuple[float, float]]:
     for j in range(len(v) - 1, 0, -1):
         t = float((v[j] + v[j - 1]) / 2.0)
         out.append((t, float(np.mean(scores > t))))
-    out.append((float(v[0]) - 1.0, 1.0))
+    out.append((float(np.nextafter(v[0], -np.inf)), 1.0))  # just under the least score: a probability stays one
     return out
 
 
