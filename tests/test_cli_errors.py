@@ -429,3 +429,17 @@ def test_relative_router_files_are_read_from_the_configs_directory(monkeypatch: 
     monkeypatch.chdir(tmp_path)  # not the config's directory
     code, out = run(monkeypatch, capsys, "config", "check", "-c", "conf/tiergate.yaml")
     assert code == 0 and "config OK" in out, out
+
+
+def test_commands_writing_to_a_pipe_or_log_show_no_weight_loading_bars(monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Router, eval and retrain commands in a pipeline or a cron log printed transformers' "Loading weights"
+    bars; the CLI turns Hugging Face bars off when stderr is no terminal (an explicit setting wins)."""
+    import os
+
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    code, _ = run(monkeypatch, capsys, "router", "kinds")  # pytest's captured stderr is no terminal
+    assert code == 0 and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")
+    run(monkeypatch, capsys, "router", "kinds")
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "0"

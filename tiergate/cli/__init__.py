@@ -4,6 +4,7 @@ commands stay thin calls into the library and import heavy modules (torch, trans
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import warnings
 from typing import TextIO
@@ -50,6 +51,8 @@ def show_warning(message: Warning | str, category: type[Warning], filename: str,
 
 def main() -> None:
     warnings.showwarning = show_warning
+    if not sys.stderr.isatty():  # a log or a pipe: no Hugging Face download or weight-loading bars in it
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     app = build_app()
     try:
         app(standalone_mode=False)
