@@ -1,5 +1,6 @@
-"""Option values the lora trainer must refuse up front, as a one-line ConfigError naming the option (no model
-is loaded): `--set epochs=nan` used to end in a traceback, `learning_rate=inf` in minutes of NaN training."""
+"""Option values the lora (and extractor) trainer must refuse up front, as a one-line ConfigError naming the
+option (no model is loaded): `--set epochs=nan` used to end in a traceback, `learning_rate=inf` in minutes of
+NaN training."""
 
 from __future__ import annotations
 
@@ -23,3 +24,13 @@ def test_finite_values_still_pass() -> None:
     config = get_trainer("lora").make_config({"epochs": "0.5", "learning_rate": "1e-3", "weight_decay": "0",
                                               "max_grad_norm": "0", "warmup_ratio": "0.1"})
     assert (config.epochs, config.learning_rate, config.max_grad_norm) == (0.5, 1e-3, 0.0)
+
+
+@pytest.mark.parametrize(("key", "value"), [("epochs", "nan"), ("epochs", "inf"), ("learning_rate", "nan"),
+                                            ("head_learning_rate", "inf"), ("weight_decay", "nan"),
+                                            ("max_grad_norm", "nan"), ("layer_lr_decay", "nan")])
+def test_the_extractor_trainer_refuses_non_finite_values(key: str, value: str) -> None:
+    """`tiergate train extractor --set epochs=nan` ended in a traceback; `learning_rate=nan` saved a NaN model."""
+    with pytest.raises(ConfigError, match=f"^extractor trainer: {key} must be a finite number"):
+        get_trainer("extractor").make_config({key: value})
+    get_trainer("extractor").make_config({key: "0.5"})
