@@ -261,3 +261,26 @@ def test_a_config_tier_wins_over_a_registered_model_of_its_name(
     tier = resolve_tier("triage", str(cfg))
     assert tier.name == "triage" and tier_pricer(tier) is not None
     assert tier_pricer(resolve_tier("triage")) is None  # no config: the registered model, unpriced
+
+
+def test_local_models_are_scored_greedily_and_upstream_tiers_keep_their_default() -> None:
+    """`tiergate eval` on a local LM sampled at temperature 1 (the harness sent none): the same adapter scored
+    field F1 0.917, 0.769 and 0.857 on three runs, and disagreed with the trainer's own greedy scores."""
+    from types import SimpleNamespace
+
+    from tiergate.data import Dataset, Example
+    from tiergate.errors import ConfigError
+    from tiergate.evaluate.harness import EvalOptions, build_requests
+
+    ds = Dataset([Example("charged twice", "billing")], "classification")
+
+    def temps(kind: str, **opts: Any) -> Any:
+        return build_requests(SimpleNamespace(kind=kind, name="t"), ds, EvalOptions(**opts))[0].get("temperature")  # type: ignore[arg-type]
+
+    assert temps("local_lm") == 0.0
+    assert temps("upstream") is None  # some frontier models accept only their own default
+    assert temps("upstream", temperature=0.0) == 0.0 and temps("local_lm", temperature=0.7) == 0.7
+    assert temps("classifier", temperature=0.7) is None  # nothing to sample
+    assert temps("local_lm", extra_body={"temperature": 0.3}) == 0.3  # an explicit body wins
+    with pytest.raises(ConfigError, match="temperature"):
+        EvalOptions(temperature=5)

@@ -34,6 +34,9 @@ ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", envvar="TIERGAT
                                                     "or the embedded defaults)")]
 Conc = Annotated[int, typer.Option(help="requests in flight at once (at least 1)")]
 Limit = Annotated[int | None, typer.Option(help="score only the first N examples (at least 1)")]
+Temp = Annotated[float | None, typer.Option(
+    help="sampling temperature of generated answers (default: 0 for local models, so scores repeat; an upstream "
+         "tier's own default)")]
 
 
 def _task(task: str | None) -> Any:
@@ -212,11 +215,12 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"registered {record.ref} -> {record.path}")
 
     def _run_eval(models: list[str], data: str, config_path: str | None, concurrency: int, limit: int | None,
-                  task: str | None, text_column: str | None, label_column: str | None) -> list[Any]:
+                  task: str | None, text_column: str | None, label_column: str | None,
+                  temperature: float | None = None) -> list[Any]:
         from tiergate.evaluate import EvalOptions, evaluate_tier, resolve_tier
         from tiergate.evaluate.harness import tier_task
 
-        options = EvalOptions(concurrency=concurrency, limit=limit)
+        options = EvalOptions(concurrency=concurrency, limit=limit, temperature=temperature)
         # every name is resolved (and refused) before anything is evaluated
         tiers = [resolve_tier(spec, config_path) for spec in models]
         ds = _read(data, _eval_task(tiers, [tier_task(t) for t in tiers], data, task), text_column, label_column)
@@ -274,12 +278,13 @@ def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_cmd(model: Model, data: Data, json_out: JsonOut = None, html_out: HtmlOut = None, md_out: MdOut = None,
                  config: ConfigOpt = None, concurrency: Conc = 8, limit: Limit = None,
-                 text_column: TextCol = None, label_column: LabelCol = None, task: TaskOpt = None) -> None:
+                 text_column: TextCol = None, label_column: LabelCol = None, task: TaskOpt = None,
+                 temperature: Temp = None) -> None:
         """Score one tier on a dataset: quality, latency, cost."""
         from tiergate.evaluate import write_reports
 
         _check_outputs(json_out, html_out, md_out, concurrency, limit)
-        reports = _run_eval([model], data, config, concurrency, limit, task, text_column, label_column)
+        reports = _run_eval([model], data, config, concurrency, limit, task, text_column, label_column, temperature)
         write_reports(reports, json_path=json_out, md_path=md_out, html_path=html_out)
         _show(reports)
 
@@ -290,7 +295,7 @@ def register(app: typer.Typer) -> None:
         data: Annotated[str | None, typer.Option("--data", help="dataset for --model")] = None,
         json_out: JsonOut = None, html_out: HtmlOut = None, md_out: MdOut = None, config: ConfigOpt = None,
         concurrency: Conc = 8, limit: Limit = None,
-        text_column: TextCol = None, label_column: LabelCol = None, task: TaskOpt = None,
+        text_column: TextCol = None, label_column: LabelCol = None, task: TaskOpt = None, temperature: Temp = None,
     ) -> None:
         """Two or more tiers side by side, from saved reports or evaluated now on --data."""
         from tiergate.evaluate import load_reports, write_reports
@@ -301,7 +306,8 @@ def register(app: typer.Typer) -> None:
         if model:
             if data is None:
                 raise ConfigError("--model needs --data")
-            reports += _run_eval(model, data, config, concurrency, limit, task, text_column, label_column)
+            reports += _run_eval(model, data, config, concurrency, limit, task, text_column, label_column,
+                                 temperature)
         if len(reports) < 2:
             raise ConfigError("compare needs at least two tiers (reports or --model)")
         if len({r.task for r in reports}) > 1:

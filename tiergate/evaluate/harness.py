@@ -43,12 +43,17 @@ class EvalOptions:
     """Wrong answers kept in the report as examples."""
     extra_body: dict[str, Any] | None = None
     """Fields added to every request, e.g. {"response_format": {"type": "json_object"}} for JSON mode."""
+    temperature: float | None = None
+    """Sampling temperature of generated answers. None: 0 (greedy, so a score is reproducible) for `local_lm`
+    tiers, and the tier's own default for upstream tiers (some frontier models accept no other)."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, got {self.concurrency}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be at least 1, got {self.limit}")
+        if self.temperature is not None and not 0 <= self.temperature <= 2:
+            raise ConfigError(f"temperature must be between 0 and 2, got {self.temperature}")
 
 
 @dataclass
@@ -181,6 +186,8 @@ def build_requests(tier: Tier, dataset: Dataset, options: EvalOptions) -> list[d
     system = options.system_prompt
     if system is None and options.auto_prompt and tier.kind not in TRAINED_ON_INPUTS:
         system = task_system_prompt(dataset.task, dataset)
+    temperature = None if tier.kind in TRAINED_ON_INPUTS else (
+        options.temperature if options.temperature is not None else 0.0 if tier.kind == "local_lm" else None)
     bodies = []
     for ex in dataset:
         messages = ex.messages
@@ -189,6 +196,8 @@ def build_requests(tier: Tier, dataset: Dataset, options: EvalOptions) -> list[d
         body: dict[str, Any] = {**(options.extra_body or {}), "model": tier.name, "messages": messages}
         if options.max_tokens is not None:
             body["max_tokens"] = options.max_tokens
+        if temperature is not None:
+            body.setdefault("temperature", temperature)
         bodies.append(body)
     return bodies
 
