@@ -29,8 +29,22 @@ def test_finite_values_still_pass() -> None:
 @pytest.mark.parametrize(("key", "value"), [("epochs", "nan"), ("epochs", "inf"), ("learning_rate", "nan"),
                                             ("head_learning_rate", "inf"), ("weight_decay", "nan"),
                                             ("max_grad_norm", "nan"), ("layer_lr_decay", "nan")])
-def test_the_extractor_trainer_refuses_non_finite_values(key: str, value: str) -> None:
-    """`tiergate train extractor --set epochs=nan` ended in a traceback; `learning_rate=nan` saved a NaN model."""
-    with pytest.raises(ConfigError, match=f"^extractor trainer: {key} must be a finite number"):
-        get_trainer("extractor").make_config({key: value})
-    get_trainer("extractor").make_config({key: "0.5"})
+@pytest.mark.parametrize("trainer", ["extractor", "classifier"])
+def test_the_encoder_trainers_refuse_non_finite_values(trainer: str, key: str, value: str) -> None:
+    """`tiergate train extractor --set epochs=nan` ended in a traceback; `learning_rate=nan` saved a NaN model;
+    `tiergate train classifier --set epochs=inf` ended in an OverflowError traceback (the check is shared)."""
+    with pytest.raises(ConfigError, match=f"^{trainer} trainer: {key} must be a finite number"):
+        get_trainer(trainer).make_config({key: value})
+    get_trainer(trainer).make_config({key: "0.5"})
+
+
+def test_set_without_a_key_is_named(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    from tiergate.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["tiergate", "train", "classifier", "--train", "x.jsonl", "--out", "o",
+                                      "--set", "=4"])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 2 and "--set '=4': expected key=value" in capsys.readouterr().err

@@ -76,7 +76,7 @@ def _parse_sets(pairs: list[str], config_file: str | None) -> dict[str, Any]:
         values.update(read_yaml_mapping(config_file, top="a mapping of trainer options", label=f"--config {config_file}"))
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep:
+        if not sep or not key.strip():
             raise ConfigError(f"--set {pair!r}: expected key=value")
         values[key.strip()] = value
     return values

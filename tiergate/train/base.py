@@ -53,7 +53,7 @@ class Trainer(ABC, Generic[C]):
                               f"known: {', '.join(sorted(known))}")
         try:
             return self.config_class(**{k: _coerce(known[k], v) for k, v in values.items()})  # type: ignore[no-any-return]
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise ConfigError(f"{self.name} trainer: {exc}") from exc
 
     def check_task(self, dataset: Dataset) -> None:

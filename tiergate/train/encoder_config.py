@@ -4,6 +4,7 @@ each trainer's config extends with its own fields and defaults (each field's hel
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -60,6 +61,12 @@ class EncoderTrainConfig:
     progress: bool = opt(True, "show progress bars")
 
     def __post_init__(self) -> None:
+        # first, as every later check passes NaN (each comparison with it is false): `epochs=nan` ended in a
+        # traceback, `learning_rate=nan` in a saved model of NaN weights, `epochs=inf` in an OverflowError
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if "float" in str(f.type) and isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name} must be a finite number, got {value!r}")
         check_device(self.device)
         if self.epochs <= 0 and not self.max_steps:
             raise ValueError("epochs must be positive (or set max_steps)")

@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from tiergate.train.encoder_config import EncoderTrainConfig, opt
 
@@ -21,11 +20,3 @@ class ExtractorConfig(EncoderTrainConfig):
     freeze_word_embeddings: bool = opt(True, "keep the encoder's word-embedding matrix fixed (a third of MiniLM's "
                                              "weights: faster steps on CPU, little change in quality)")
 
-    def __post_init__(self) -> None:
-        # before the shared checks, which NaN passes (every comparison with it is false): `epochs=nan` ended in
-        # a traceback, `learning_rate=nan` in a saved model of NaN weights
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if "float" in str(f.type) and isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"{f.name} must be a finite number, got {value!r}")
-        super().__post_init__()
