@@ -329,6 +329,8 @@ def test_classifier_tier(trained: Any) -> None:
     assert len(info["top"]) == 3 and info["top"][0]["label"] == "card_arrival"
     assert one.prompt_tokens == one.data["usage"]["prompt_tokens"] > 2 and one.completion_tokens == 1
     assert sum(r.content == ex.output for r, ex in zip(many, dataset(8), strict=True)) >= 18
+    assert {r.data["model"] for r in many} == {"intents"}  # the tier that answered, not the caller's "m" or "auto"
+    assert chunks[0].data["model"] == "intents"
     assert max(tier.batch_sizes) > 1  # concurrent requests shared a batch
     assert chunks[0].data["choices"][0]["delta"] == {"role": "assistant", "content": "card_arrival"}
     assert chunks[0].data["choices"][0]["finish_reason"] == "stop"

@@ -169,7 +169,7 @@ class BatchedModelTier(Tier):
 
     async def complete(self, body: dict[str, Any]) -> TierResult:
         ans = await self._run(body)
-        data = make_completion(body.get("model") or self.name, ans.content, prompt_tokens=ans.prompt_tokens,
+        data = make_completion(self.name, ans.content, prompt_tokens=ans.prompt_tokens,
                                completion_tokens=ans.completion_tokens)
         data["tiergate"] = ans.info
         return TierResult(data, prompt_tokens=ans.prompt_tokens, completion_tokens=ans.completion_tokens,
@@ -177,7 +177,7 @@ class BatchedModelTier(Tier):
 
     async def stream(self, body: dict[str, Any]) -> AsyncIterator[StreamChunk]:
         ans = await self._run(body)
-        cid, created, model = completion_id(), int(time.time()), body.get("model") or self.name
+        cid, created, model = completion_id(), int(time.time()), self.name
         chunk = make_chunk(cid, model, created, delta={"role": "assistant", "content": ans.content},
                            finish_reason="stop")
         chunk["tiergate"] = ans.info
