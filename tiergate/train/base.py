@@ -71,7 +71,8 @@ def finish_model_dir(out: Path, *, kind: str, tier_kind: str, task: Task, config
                      eval_ds: Dataset | None, metrics: dict[str, Any], clean_checkpoints: bool = False,
                      manifest_skips: tuple[str, ...] = ("history",)) -> TrainedModel:
     """The last step of every trainer: write metrics.json and the manifest (kind, tier kind, task, base model,
-    data hashes, config, metrics less `manifest_skips`), drop the checkpoints when asked, return the model."""
+    data hashes, config, metrics less `manifest_skips`), drop the checkpoints when asked, make it readable as a
+    plain write would (the umask's permissions), return the model."""
     import json
 
     from tiergate.train.manifest import new_manifest, write_manifest
@@ -86,6 +87,9 @@ def finish_model_dir(out: Path, *, kind: str, tier_kind: str, task: Task, config
         from tiergate.train.checkpoint import remove_checkpoints
 
         remove_checkpoints(out)
+    from tiergate.tiers.hf import share_readable
+
+    share_readable(out)  # safetensors writes 0600: a gateway or vLLM running as another user could not load it
     return TrainedModel(path=out, kind=kind, task=task, metrics=metrics, manifest=manifest)
 
 

@@ -28,7 +28,6 @@ import torch
 from tiergate.data.dataset import Dataset
 from tiergate.data.split import split_dataset
 from tiergate.errors import DataError
-from tiergate.tiers.hf import share_readable
 from tiergate.train.base import TrainedModel, Trainer, finish_model_dir
 from tiergate.train.calibration import expected_calibration_error, fit_temperature, nll
 from tiergate.train.extractor_config import ExtractorConfig
@@ -152,8 +151,6 @@ class ExtractorTrainer(Trainer[ExtractorConfig]):
         metrics["history"] = history
         settings = {"max_seq_len": config.max_seq_len, "use_context": config.use_context}
         save_extractor(out, model, tokenizer, fields, settings, temperature, calibration)
-        trained = finish_model_dir(out, kind="extractor", tier_kind="extractor", task="extraction", config=config,
-                                   data_hash=data_hash, eval_ds=eval_ds, metrics=metrics,
-                                   clean_checkpoints=config.clean_checkpoints)
-        share_readable(out)  # safetensors writes 0600: a gateway running as another user could not load it
-        return trained
+        return finish_model_dir(out, kind="extractor", tier_kind="extractor", task="extraction", config=config,
+                                data_hash=data_hash, eval_ds=eval_ds, metrics=metrics,
+                                clean_checkpoints=config.clean_checkpoints)
