@@ -497,3 +497,25 @@ def test_no_temperature_is_fitted_on_validation_data_without_a_mistake() -> None
     assert temperature == 1.0 and weight == 0.5 and "skipped" in record["temperature_fit"]
     wrong = [0, 1, 2] * 3 + [1, 2, 0]  # three mistakes: a temperature is fitted, away from the bound
     assert 0.1 < fit_temperature(logits, wrong) != 1.0
+
+
+def test_a_diverging_run_stops_with_a_message(tmp_path: Path) -> None:
+    """A learning rate far too high: the loss turns NaN and stays so. The run went on to save a model of NaN
+    weights; it now stops after three such steps and names the learning rate."""
+    from tiergate.errors import ConfigError
+    from tiergate.train.loop import DivergenceGuard
+
+    guard = DivergenceGuard(1e-4)
+    for step, loss in enumerate([1.0, float("nan"), 0.9, float("nan"), float("inf")], 1):
+        guard.check(step, loss)  # isolated overflows (a mixed-precision scaler skips them) are let through
+    with pytest.raises(ConfigError, match=r"training diverged: the loss is nan at step 6 \(3 steps in a row\) "
+                                          r"with learning_rate 0.0001"):
+        guard.check(6, float("nan"))
+    trainer = get_trainer("classifier")
+    config = trainer.make_config({**FAST, "learning_rate": 1e12, "head_learning_rate": 1e12, "max_grad_norm": 0,
+                                  "max_steps": 30})
+    with pytest.raises(ConfigError, match="training diverged"):
+        trainer.train(dataset(6), dataset(2, offset=6), tmp_path / "boom", config)
+    from tiergate.train.manifest import is_model_dir
+
+    assert not is_model_dir(tmp_path / "boom")  # no model of NaN weights left to serve

@@ -88,6 +88,24 @@ class WeightAverage:
             self.model.load_state_dict(live, strict=False)
 
 
+class DivergenceGuard:
+    """Stops a run whose loss is no longer a number: after `patience` optimizer steps in a row with a NaN or
+    infinite loss (one can be a mixed-precision overflow the scaler skips; a run of them means the weights are
+    gone) it raises a one-line error naming the step and the learning rate, instead of training on for minutes
+    and saving a model of NaN weights."""
+
+    def __init__(self, learning_rate: float, patience: int = 3) -> None:
+        self.learning_rate, self.patience, self.bad = learning_rate, patience, 0
+
+    def check(self, step: int, loss: float) -> None:
+        from tiergate.errors import ConfigError
+
+        self.bad = 0 if math.isfinite(loss) else self.bad + 1
+        if self.bad >= self.patience:
+            raise ConfigError(f"training diverged: the loss is {loss} at step {step} ({self.bad} steps in a row) with "
+                              f"learning_rate {self.learning_rate:g}; lower learning_rate (or set max_grad_norm)")
+
+
 def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, bucketing: bool) -> list[list[int]]:
     """The batches of one epoch, a pure function of (seed, epoch): resuming recomputes the same order.
     With bucketing, each window of 50 batches is sorted by length before cutting, then batches are shuffled."""
@@ -201,6 +219,7 @@ def run_training(model: torch.nn.Module, config: EncoderTrainConfig, out: Path, 
     model.train()
     bar = tqdm(total=total, initial=step, desc=f"train {out.name}", disable=not config.progress, unit="step")
     running: list[float] = []
+    guard = DivergenceGuard(config.learning_rate)
     while step < total:
         epoch, offset = divmod(step, per_epoch)
         batches = epoch_batches(lengths, config.batch_size, config.seed, epoch, config.length_bucketing)
@@ -216,6 +235,7 @@ def run_training(model: torch.nn.Module, config: EncoderTrainConfig, out: Path, 
                 average.update()
             step += 1
             running.append(loss.item())
+            guard.check(step, running[-1])
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(running[-50:]):.4f}")
             if on_step is not None:

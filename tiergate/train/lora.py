@@ -36,7 +36,7 @@ from tiergate.data.split import split_dataset
 from tiergate.tiers.hf import share_readable
 from tiergate.train.base import TrainedModel, Trainer
 from tiergate.train.checkpoint import latest_checkpoint, load_checkpoint, remove_checkpoints, save_checkpoint
-from tiergate.train.loop import StepHook, epoch_batches, lr_lambda, make_adamw, peak_rss_mb
+from tiergate.train.loop import DivergenceGuard, StepHook, epoch_batches, lr_lambda, make_adamw, peak_rss_mb
 from tiergate.train.lora_config import LoraTrainerConfig
 from tiergate.train.lora_data import (
     IGNORE,
@@ -210,6 +210,7 @@ class LoraTrainer(Trainer[LoraTrainerConfig]):
         model.train()
         bar = tqdm(total=total, initial=step, desc=f"train {out.name}", disable=not config.progress, unit="step")
         running: list[float] = []
+        guard = DivergenceGuard(config.learning_rate)
         loop_started = time.perf_counter()
         while step < total:
             epoch, offset = divmod(step, per_epoch)
@@ -231,6 +232,7 @@ class LoraTrainer(Trainer[LoraTrainerConfig]):
                 scheduler.step()
                 step += 1
                 running.append(step_loss)
+                guard.check(step, step_loss)
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(running[-50:]):.4f}")
                 if self.on_step is not None:
