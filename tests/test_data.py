@@ -308,3 +308,18 @@ def test_cli_import_and_split(tmp_path: Path) -> None:
     assert sizes == {"train": 42, "validation": 6, "test": 12}
     res = runner.invoke(build_app(), ["data", "import", str(src), "--label-column", "nope", "--out", str(out)])
     assert isinstance(res.exception, DataError) and f"{src}:1:" in str(res.exception)
+
+
+def test_mixed_outputs_are_named_rather_than_guessed(tmp_path: Path) -> None:
+    """Some answers JSON objects, some plain labels: the file was guessed to be classification and failed on a
+    label check; it is now refused as mixed, naming a line of each. JSON written as text counts as an object."""
+    mixed = jsonl(tmp_path / "m.jsonl", [{"input": "call Ann", "output": {"name": "Ann"}},
+                                         {"input": "refund", "output": "billing"},
+                                         {"input": "Bob", "output": '{"name": "Bob"}'}])
+    with pytest.raises(DataError, match=r"mixed outputs: 1 JSON objects \(extraction, e.g. line 1\) and 1 texts "
+                                        r"\(e.g. line 2\)"):
+        read_jsonl(mixed)
+    objects = jsonl(tmp_path / "o.jsonl", [{"input": "call Ann", "output": {"name": "Ann"}},
+                                           {"input": "Bob", "output": '{"name": "Bob"}'}])
+    ds = read_jsonl(objects)
+    assert ds.task == "extraction" and ds.outputs[1] == {"name": "Bob"}

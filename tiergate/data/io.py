@@ -56,9 +56,25 @@ def json_lines(path: str) -> Iterator[tuple[int, Any]]:
 def _finish(rows: list[tuple[Any, Any, int]], task: Task | None, path: str) -> Dataset:
     if not rows:
         raise DataError("no examples (empty file)", path=path)
-    task = task or infer_task([out for _, out, _ in rows])
+    if task is None:
+        objects = [line for _, out, line in rows if isinstance(out, dict)]
+        others = [line for _, out, line in rows if not isinstance(out, dict) and not _json_object_text(out)]
+        if objects and others:
+            raise DataError(f"mixed outputs: {len(objects)} JSON objects (extraction, e.g. line {objects[0]}) and "
+                            f"{len(others)} texts (e.g. line {others[0]}); give every example the same kind of "
+                            "output, or name the task with --task", path=path)
+        task = "extraction" if objects else infer_task([out for _, out, _ in rows])
     examples = [Example(inp, coerce_output(out, task, path, line), line) for inp, out, line in rows]
     return Dataset(examples, task, path=path).validate()
+
+
+def _json_object_text(value: Any) -> bool:
+    if not isinstance(value, str) or not value.lstrip().startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(value), dict)
+    except json.JSONDecodeError:
+        return False
 
 
 def _pick(columns: Sequence[str], wanted: str | None, defaults: Sequence[str], what: str, path: str) -> str:
