@@ -8,6 +8,7 @@
     ├── PermissionDenied      403      key valid but not allowed (admin endpoints)
     ├── NotFound              404      unknown model, record or route
     ├── PayloadTooLarge       413      body over the configured size
+    ├── HeadersTooLarge       431      request headers over the gateway's limit
     ├── RateLimited           429      gateway overloaded
     ├── UpstreamError         502      a tier failed (connection error, 5xx after retries, circuit open)
     │   └── UpstreamHTTPError          the upstream answered an error: passed through with its own status
@@ -86,6 +87,12 @@ class PayloadTooLarge(TiergateError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class HeadersTooLarge(TiergateError):
+    status = 431
+    type = "invalid_request_error"
+    code = "request_headers_too_large"
 
 
 class RateLimited(TiergateError):

@@ -10,12 +10,24 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tiergate.errors import InvalidRequest, PayloadTooLarge, TiergateError
+from tiergate.errors import HeadersTooLarge, InvalidRequest, PayloadTooLarge, TiergateError
 from tiergate.gateway.core import Gateway
+
+MAX_HEADER_BYTES = 64 * 1024
+"""Request headers larger than this in all are refused (431). The HTTP server (httptools) sets no limit of its own,
+and X-Tiergate-Caller is captured as sent: without one, a header would carry what `max_body_bytes` refuses in a
+body (a 100 MB caller name, stored), and a key of any size would be hashed."""
 
 
 def _gw(request: Request) -> Gateway:
     return request.app.state.gateway  # type: ignore[no-any-return]
+
+
+def check_headers(request: Request) -> None:
+    """HeadersTooLarge when the request's headers (names and values) add up to more than MAX_HEADER_BYTES."""
+    size = sum(len(k) + len(v) for k, v in request.scope["headers"])
+    if size > MAX_HEADER_BYTES:
+        raise HeadersTooLarge(f"The request headers are {size} bytes; this gateway accepts up to {MAX_HEADER_BYTES}.")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -41,6 +53,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def chat_completions(request: Request) -> Response:
     gw = _gw(request)
     try:
+        check_headers(request)
         raw = await read_body(request, gw.config.server.max_body_bytes)
     except TiergateError as exc:
         return gw.refuse(exc)
@@ -60,6 +73,7 @@ async def chat_completions(request: Request) -> Response:
 async def list_models(request: Request) -> Response:
     gw = _gw(request)
     try:
+        check_headers(request)
         await gw.keys.check(request.headers)
     except TiergateError as exc:
         return gw.refuse(exc)

@@ -19,11 +19,10 @@ def browser_secret(headers: Any, cookies: Any) -> str | None:
     value = headers.get("authorization") or ""
     if value[:6].lower() == "basic ":
         import base64
-        import binascii
 
         try:
             return base64.b64decode(value[6:].strip()).decode("utf-8").partition(":")[2] or None
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # not base64 (binascii.Error; non-ASCII text is a bare ValueError), or not UTF-8
             return None
     return cookies.get(ADMIN_COOKIE) or None
 

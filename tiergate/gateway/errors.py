@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
+import string
+from urllib.parse import quote
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -15,7 +18,19 @@ log = logging.getLogger("tiergate.gateway")
 
 _STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                  404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
-                 429: "rate_limit_error"}
+                 429: "rate_limit_error", 431: "invalid_request_error"}
+
+
+_UNSENDABLE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
+"""What an HTTP/1.1 header value cannot carry (uvicorn refuses it, Starlette cannot encode it): control characters
+(CR and LF among them, so no header can be injected) and anything beyond Latin-1."""
+_QUOTE_SAFE = string.ascii_letters + string.digits + " !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~"
+
+
+def header_value(value: str) -> str:
+    """`value` as a response header can carry it: unchanged when it can, percent-encoded (UTF-8) when it holds a
+    control character or a character beyond Latin-1 (a caller-chosen workload name, say)."""
+    return quote(value, safe=_QUOTE_SAFE) if _UNSENDABLE.search(value) else value
 
 
 def error_body(message: str, type_: str, *, param: str | None = None, code: str | None = None) -> bytes:
@@ -23,6 +38,9 @@ def error_body(message: str, type_: str, *, param: str | None = None, code: str 
 
 
 def error_response(exc: TiergateError, headers: dict[str, str] | None = None) -> Response:
+    """The error in OpenAI's shape. `headers` (the X-Tiergate-* ones, which may echo what the caller sent) are made
+    sendable first: an error answer must never itself fail on its headers."""
+    headers = {k: header_value(v) for k, v in headers.items()} if headers else None
     if isinstance(exc, UpstreamHTTPError):
         body = exc.body
         try:
@@ -34,7 +52,7 @@ def error_response(exc: TiergateError, headers: dict[str, str] | None = None) ->
             body = error_body(exc.message, "upstream_error", code=f"upstream_{exc.status}")
         hdrs = dict(headers or {})
         if "retry-after" in {k.lower() for k in exc.headers}:
-            hdrs["Retry-After"] = next(v for k, v in exc.headers.items() if k.lower() == "retry-after")
+            hdrs["Retry-After"] = header_value(next(v for k, v in exc.headers.items() if k.lower() == "retry-after"))
         return Response(body, status_code=exc.status, media_type="application/json", headers=hdrs)
     return Response(orjson.dumps(exc.to_openai()), status_code=exc.status, media_type="application/json",
                     headers=headers)

@@ -13,6 +13,23 @@ from tiergate.errors import InvalidRequest
 
 _ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 
+MAX_DEPTH = 128
+"""Arrays and objects nested deeper than this are refused. The JSON parser accepts 1024 levels, but what it accepts
+must also be sent upstream (orjson writes at most 254) and captured (the store's JSON encoder recurses in Python and
+fails near 1000, losing the record); real requests, JSON schemas of tools and response formats included, nest far
+less."""
+
+
+def _check_depth(body: Any) -> None:
+    """InvalidRequest when `body` nests arrays and objects more than MAX_DEPTH deep (without recursing itself)."""
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidRequest(f"The request body nests arrays and objects more than {MAX_DEPTH} levels deep.")
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+
 
 def parse_body(raw: bytes) -> dict[str, Any]:
     if not raw:
@@ -23,6 +40,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    _check_depth(body)
     return body
 
 
@@ -72,6 +90,10 @@ def validate_chat_request(body: dict[str, Any]) -> None:
                 if not isinstance(part, dict) or not isinstance(part.get("type"), str):
                     raise InvalidRequest(f"'{where}.content[{j}]' must be an object with a 'type'.",
                                          param=f"{where}.content[{j}]")
+                if part["type"] == "text" and not isinstance(part.get("text"), str):
+                    # routers, the monitor and token estimates read these as text
+                    raise InvalidRequest(f"'{where}.content[{j}].text' must be a string.",
+                                         param=f"{where}.content[{j}].text")
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be a boolean.", param="stream")
@@ -95,6 +117,11 @@ def validate_chat_request(body: dict[str, Any]) -> None:
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise InvalidRequest("'metadata' must be an object.", param="metadata")
+    workload = metadata.get("workload") if metadata else None
+    if isinstance(workload, str) and not all(c.isprintable() and c <= "\xff" for c in workload):
+        # the workload goes back in the X-Tiergate-Workload header, as it can come in: Latin-1 text, no controls
+        raise InvalidRequest("'metadata.workload' must be printable Latin-1 text (no control characters), as the "
+                             "X-Tiergate-Workload header could carry it.", param="metadata.workload")
     rf = body.get("response_format")
     if rf is not None and not (isinstance(rf, dict) and isinstance(rf.get("type"), str)):
         raise InvalidRequest("'response_format' must be an object with a 'type'.", param="response_format")

@@ -1,0 +1,209 @@
+"""Hostile input against a real gateway (uvicorn on loopback, the stub upstream as a separate process): whatever
+a caller sends, the answer is OpenAI's error shape with a sensible status (never a 500 or a dropped connection),
+the request is captured, and nothing a caller chooses grows the gateway's state without bound."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import socket
+from typing import Any
+
+import httpx
+import pytest
+
+from tiergate.gateway.errors import header_value
+from tiergate.gateway.metrics import OTHER_WORKLOAD, Metrics
+from tiergate.gateway.validate import MAX_DEPTH, parse_body
+from tiergate.store.records import query_records
+from tiergate.testing.gateway import RunningGateway, run_gateway
+from tiergate.testing.stub_process import StubProcess, start_stub
+
+ADMIN = {"Authorization": "Bearer admin-secret"}
+MSG = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture(scope="module")
+def stub():
+    with start_stub(model="up-model") as s:
+        yield s
+
+
+@pytest.fixture
+def gw(tmp_path, stub: StubProcess):
+    stub.reset()
+    cfg = {
+        "auth": {"require_key": True, "key_cache_s": 0, "admin_token": "admin-secret"},
+        "store": {"url": f"sqlite:///{tmp_path / 'gw.db'}", "flush_interval_ms": 1},
+        "server": {"max_body_bytes": 64 * 1024},
+        "tiers": {"up": {"kind": "upstream", "base_url": stub.base_url, "zone": "external",
+                         "price": {"input_per_mtok": 2.0, "output_per_mtok": 8.0},
+                         "timeout": {"connect": 1, "read": 10}, "retry": {"max_attempts": 1}}},
+        "routing": {"default_tier": "up"},
+        "workloads": {"triage": {"tier": "up"}},
+    }
+    with run_gateway(cfg) as running:
+        yield running
+
+
+def _post(gw: RunningGateway, content: bytes, headers: dict[str, Any] | None = None) -> httpx.Response:
+    return httpx.post(gw.base_url + "/chat/completions", content=content, timeout=20,
+                      headers={"Authorization": f"Bearer {gw.key}", "Content-Type": "application/json",
+                               **(headers or {})})
+
+
+def _records(gw: RunningGateway) -> list[dict[str, Any]]:
+    loop = gw.gateway.writer._task.get_loop()
+    asyncio.run_coroutine_threadsafe(gw.gateway.writer.flush(), loop).result(10)
+    return query_records(gw.gateway.engine, limit=None, newest_first=False)
+
+
+def _openai_error(resp: httpx.Response, status: int) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    err = resp.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    assert "Traceback" not in resp.text and "/tiergate/" not in resp.text
+    return err
+
+
+def test_deep_nesting_is_refused_with_400_and_the_refusal_captured(gw: RunningGateway) -> None:
+    """orjson parses 1024 levels; the store's JSON encoder gave up near 1000, so such a request's record was lost
+    (SQLite logged 'maximum recursion depth exceeded' and dropped it)."""
+    for depth in (1000, MAX_DEPTH + 1):
+        body = b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "x": ' + b"[" * depth \
+            + b"]" * depth + b"}"
+        assert "levels deep" in _openai_error(_post(gw, body), 400)["message"]
+    _openai_error(_post(gw, b"[" * 30_000 + b"]" * 30_000), 400)  # past the parser's own limit: a 400 too
+    ok = b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "x": ' + b"[" * (MAX_DEPTH - 3) \
+        + b"]" * (MAX_DEPTH - 3) + b"}"
+    assert _post(gw, ok).status_code == 200
+    assert [r["http_status"] for r in _records(gw)] == [400, 400, 400, 200]
+
+
+def test_depth_check_counts_objects_and_arrays() -> None:
+    def nest(n: int) -> bytes:
+        return b'{"a":' * (n - 1) + b"[]" + b"}" * (n - 1)
+
+    assert parse_body(nest(MAX_DEPTH))
+    with pytest.raises(Exception, match="levels deep"):
+        parse_body(nest(MAX_DEPTH + 1))
+
+
+def test_a_text_part_without_string_text_is_400(gw: RunningGateway) -> None:
+    """Routers, the monitor and token estimates join text parts as strings: a number there was a TypeError."""
+    for text in (b"5", b'{"a": 1}', b"null"):
+        body = b'{"model": "auto", "messages": [{"role": "user", "content": [{"type": "text", "text": ' + text \
+            + b"}]}]}"
+        assert _openai_error(_post(gw, body), 400)["param"] == "messages[0].content[0].text"
+    image = b'{"model": "auto", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": ' \
+        b'{"url": "data:,"}}]}]}'
+    assert _post(gw, image).status_code == 200
+
+
+@pytest.mark.parametrize("workload", ["\u65e5\u672c", "w\r\nX-Evil: 1", "w\x00", "w\x7f"])
+def test_a_workload_name_no_header_can_carry_is_a_400(gw: RunningGateway, workload: str) -> None:
+    """metadata.workload comes back in X-Tiergate-Workload: a name beyond Latin-1 was a 500 (UnicodeEncodeError),
+    one with a control character a dropped connection (uvicorn refused the header) after the upstream answered."""
+    body = httpx.Request("POST", "http://x", json={**MSG, "metadata": {"workload": workload}}).content
+    err = _openai_error(_post(gw, body), 400)
+    assert err["param"] == "metadata.workload"
+    resp = _post(gw, body)
+    assert "x-evil" not in resp.headers
+    assert resp.headers["x-tiergate-workload"] == header_value(workload)
+    assert _records(gw)[-1]["http_status"] == 400
+
+
+def test_latin1_workload_names_still_work(gw: RunningGateway) -> None:
+    body = httpx.Request("POST", "http://x", json={**MSG, "metadata": {"workload": "caf\u00e9 ops/1"}}).content
+    resp = _post(gw, body)
+    assert resp.status_code == 200
+    assert resp.headers["x-tiergate-workload"].encode("latin-1") == "caf\u00e9 ops/1".encode("latin-1")
+
+
+def test_header_value_escapes_only_what_cannot_be_sent() -> None:
+    assert header_value("triage") == "triage"
+    assert header_value("caf\u00e9 x/y:z") == "caf\u00e9 x/y:z"
+    assert header_value("a\r\nb") == "a%0D%0Ab"
+    assert header_value("\u65e5%") == "%E6%97%A5%25"
+
+
+def test_basic_auth_that_is_not_ascii_is_401_not_500(gw: RunningGateway) -> None:
+    for value in (b"Basic \xe9\xe9", b"Basic !!!", b"Basic " + base64.b64encode(b"\xff\xfe:x")):
+        resp = httpx.get(gw.url + "/dashboard", headers=[(b"Authorization", value)])
+        assert resp.status_code == 401, resp.text
+    good = b"Basic " + base64.b64encode(b"me:admin-secret")
+    assert httpx.get(gw.url + "/dashboard", headers=[(b"Authorization", good)]).status_code == 200
+
+
+def test_oversized_headers_are_431(gw: RunningGateway) -> None:
+    """httptools sets no header limit: a 1 MB X-Tiergate-Caller was answered and stored, past max_body_bytes."""
+    body = httpx.Request("POST", "http://x", json=MSG).content
+    err = _openai_error(_post(gw, body, {"X-Tiergate-Caller": "c" * 1_000_000}), 431)
+    assert err["code"] == "request_headers_too_large"
+    _openai_error(httpx.get(gw.base_url + "/models", headers={"Authorization": "Bearer " + "k" * 100_000}), 431)
+    assert _post(gw, body, {"X-Tiergate-Caller": "c" * 2000}).status_code == 200
+    assert [len(r["caller"] or "") for r in _records(gw)] == [2000]
+
+
+def test_unconfigured_workload_names_do_not_grow_the_metrics(gw: RunningGateway) -> None:
+    """Any key holder picks workload names: each one used to become series on ~10 metrics (46 lines with the
+    latency histograms), so /metrics and Prometheus grew without bound."""
+    gw.gateway.metrics.max_other_workloads = 3
+    for i in range(10):
+        body = httpx.Request("POST", "http://x", json={**MSG, "metadata": {"workload": f"made-up-{i}"}}).content
+        assert _post(gw, body).status_code == 200
+    refused = httpx.Request("POST", "http://x", json={**MSG, "temperature": 9,
+                                                      "metadata": {"workload": "made-up-refused"}}).content
+    assert _post(gw, refused).status_code == 400
+    assert _post(gw, httpx.Request("POST", "http://x", json=MSG).content,
+                 {"X-Tiergate-Workload": "triage"}).status_code == 200
+    text = httpx.get(gw.url + "/metrics").text
+    names = set(re.findall(r'workload="([^"]*)"', text))
+    assert names == {"made-up-0", "made-up-1", "made-up-2", OTHER_WORKLOAD, "triage"}
+    assert re.search(rf'^tiergate_requests_total{{status="ok",tier="up",workload="{OTHER_WORKLOAD}"}} 7\.0$',
+                     text, re.M)
+    # the records keep every name
+    assert {f"made-up-{i}" for i in range(10)} | {"made-up-refused"} <= {r["workload"] for r in _records(gw)}
+
+
+def test_metrics_label_configured_workloads_first() -> None:
+    m = Metrics(["a"], max_other_workloads=1)
+    assert [m.workload_label(w) for w in ("x", "y", "a", "x", "z")] == ["x", OTHER_WORKLOAD, "a", "x", OTHER_WORKLOAD]
+    m.requests.labels(workload="y", tier="t", status="ok").inc()
+    assert b'workload="_other"' in m.render()
+
+
+def _raw(gw: RunningGateway, head: bytes, body: bytes = b"", timeout: float = 10) -> bytes:
+    host, port = gw.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.sendall(head + body)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+def test_body_limits_hold_for_chunked_and_lying_lengths(gw: RunningGateway) -> None:
+    auth = f"Authorization: Bearer {gw.key}\r\n".encode()
+    # no Content-Length: the chunks are counted as they come (the last is never sent: the answer comes first)
+    chunked = b"%x\r\n%s\r\n" % (8192, b"x" * 8192) * 9
+    out = _raw(gw, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + auth
+               + b"Transfer-Encoding: chunked\r\n\r\n", chunked)
+    assert out.startswith(b"HTTP/1.1 413") and b'"request_too_large"' in out
+    out = _raw(gw, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + auth
+               + b"Content-Length: 10000000\r\n\r\n", b"{}")
+    assert out.startswith(b"HTTP/1.1 413") and b'"request_too_large"' in out
+    out = _raw(gw, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + auth
+               + b"Content-Length: 12\r\n\r\n", b'{"model": "auto"} trailing')
+    assert out.startswith(b"HTTP/1.1 400") and b"not valid JSON" in out
+
+
+def test_odd_json_is_a_400(gw: RunningGateway) -> None:
+    for body in (b'{"model": "auto", "temperature": NaN, "messages": []}',
+                 b'{"model": "auto", "temperature": 1e999, "messages": [{"role": "user", "content": "x"}]}',
+                 b'{"model": "auto", "max_tokens": 1e30, "messages": [{"role": "user", "content": "x"}]}',
+                 b'{"model": "auto", "messages": [{"role": "user", "content": "\xff\xfe"}]}',
+                 b'{"model": "auto", "messages": [{"role": "user", "content": "\\ud800"}]}'):
+        _openai_error(_post(gw, body), 400)
