@@ -17,6 +17,7 @@ loaded normally (offline works where the hub cache holds it).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -24,7 +25,8 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -303,13 +305,23 @@ def load_causal_lm(
     return model, tokenizer
 
 
+@contextlib.contextmanager
+def peft_quietly() -> Iterator[None]:
+    """PEFT asks transformers' deprecated `is_gradient_checkpointing` each time it wraps a model: a FutureWarning
+    on every adapter load and LoRA run that is PEFT's to fix, not the user's."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def _apply_adapter(model: Any, adapter: Path, *, merge: bool) -> Any:
     if not (adapter / "adapter_config.json").is_file():
         raise ConfigError(f"adapter {adapter} is not a PEFT adapter directory (no adapter_config.json)")
     from peft import PeftModel
 
     try:
-        peft_model = PeftModel.from_pretrained(model, str(adapter), is_trainable=not merge)
+        with peft_quietly():
+            peft_model = PeftModel.from_pretrained(model, str(adapter), is_trainable=not merge)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ConfigError(f"cannot load adapter {adapter}: {exc}") from exc
     return peft_model.merge_and_unload() if merge else peft_model

@@ -133,7 +133,7 @@ class LoraTrainer(Trainer[LoraTrainerConfig]):
         from peft import LoraConfig, get_peft_model
         from tqdm.auto import tqdm
 
-        from tiergate.tiers.hf import LOAD_LOCK, load_causal_lm
+        from tiergate.tiers.hf import LOAD_LOCK, load_causal_lm, peft_quietly
 
         started = time.perf_counter()
         out = Path(out_dir)
@@ -159,7 +159,7 @@ class LoraTrainer(Trainer[LoraTrainerConfig]):
         pad_id = tokenizer.pad_token_id
 
         torch.manual_seed(config.seed)  # LoRA A matrices are drawn here
-        with LOAD_LOCK:  # new LoRA modules race other threads' from_pretrained (see tiers.hf.LOAD_LOCK)
+        with LOAD_LOCK, peft_quietly():  # new LoRA modules race other threads' from_pretrained (tiers.hf.LOAD_LOCK)
             try:
                 model = get_peft_model(model, LoraConfig(
                     r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
