@@ -21,14 +21,17 @@ less."""
 
 
 def _check_depth(body: Any) -> None:
-    """InvalidRequest when `body` nests arrays and objects more than MAX_DEPTH deep (without recursing itself)."""
-    stack: list[tuple[Any, int]] = [(body, 1)]
-    while stack:
-        node, depth = stack.pop()
+    """InvalidRequest when `body` nests arrays and objects more than MAX_DEPTH deep. Level by level, not recursively
+    (Python's own recursion limit is about as deep as the parser goes), in time under the parse's own."""
+    level, depth = [body], 1
+    while level:
         if depth > MAX_DEPTH:
             raise InvalidRequest(f"The request body nests arrays and objects more than {MAX_DEPTH} levels deep.")
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+        below: list[Any] = []
+        for node in level:
+            below.extend([c for c in (node.values() if type(node) is dict else node)
+                          if type(c) is dict or type(c) is list])
+        level, depth = below, depth + 1
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -40,7 +43,8 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
-    _check_depth(body)
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:  # else it cannot nest that deep: no walk
+        _check_depth(body)
     return body
 
 
