@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.store_support import seed_store
 from tiergate.cli import build_app
 from tiergate.config import load_config
 from tiergate.costs.profile import DAYS_PER_MONTH
@@ -65,13 +66,7 @@ FRONTIER_PRICED = 0.003 + 0.003 + 0.0015 + 0.006                       # 0.0135
 
 @pytest.fixture
 def store(tmp_path: Path) -> tuple[str, Path]:
-    url = f"sqlite:///{tmp_path / 'capture.db'}"
-    engine = open_store(url)
-    assert insert_records(engine, [normalize_record(r) for r in RECORDS]) == len(RECORDS)
-    engine.dispose()
-    cfg = tmp_path / "tiergate.yaml"
-    cfg.write_text(CONFIG)
-    return url, cfg
+    return seed_store(f"sqlite:///{tmp_path / 'capture.db'}", RECORDS, tmp_path, CONFIG)
 
 
 def test_spend_report_figures(store: tuple[str, Path]) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.store_support import seed_store
 from tiergate.cli import build_app
 from tiergate.config import load_config
 from tiergate.costs.pricing import Pricer
@@ -21,7 +22,6 @@ from tiergate.costs.report import counterfactual, spend_report
 from tiergate.costs.token_basis import Pair, TokenBasis, basis_label, load_pairs
 from tiergate.costs.traffic_profile import traffic_profiles
 from tiergate.store.db import open_store
-from tiergate.store.writer import insert_records, normalize_record
 
 CONFIG = """
 tiers:
@@ -116,12 +116,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Path]:
     """The pairs join is SQL: the same records in SQLite and in PostgreSQL (skipped when no server is reachable)."""
     url = (f"sqlite:///{tmp_path / 'capture.db'}" if request.param == "sqlite"
            else request.getfixturevalue("pg_url"))
-    engine = open_store(url)
-    assert insert_records(engine, [normalize_record(r) for r in RECORDS]) == len(RECORDS)
-    engine.dispose()
-    cfg = tmp_path / "tiergate.yaml"
-    cfg.write_text(CONFIG)
-    return url, cfg
+    return seed_store(url, RECORDS, tmp_path, CONFIG)
 
 
 def test_pairs_from_the_store(store: tuple[str, Path]) -> None:

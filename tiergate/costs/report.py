@@ -282,15 +282,9 @@ class Window:
 
 
 def _where(q: Any, since: float | None, until: float | None, workload: str | None) -> Any:
-    from tiergate.store.schema import records as r
+    from tiergate.store.records import in_window
 
-    if since is not None:
-        q = q.where(r.c.created_at >= since)
-    if until is not None:
-        q = q.where(r.c.created_at < until)
-    if workload is not None:
-        q = q.where(r.c.workload == workload)
-    return q
+    return in_window(q, since=since, until=until, workload=workload)
 
 
 def _day_utc(t: float) -> str:

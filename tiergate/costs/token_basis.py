@@ -158,6 +158,7 @@ def load_pairs(engine: Any, *, since: float | None = None, until: float | None =
     and both with token counts, between two different tiers."""
     from sqlalchemy import select
 
+    from tiergate.store.records import in_window
     from tiergate.store.schema import records
 
     p, s = records.alias("p"), records.alias("s")
@@ -169,12 +170,7 @@ def load_pairs(engine: Any, *, since: float | None = None, until: float | None =
                 s.c.status == "ok", p.c.tier.is_not(None), s.c.tier.is_not(None), p.c.tier != s.c.tier,
                 p.c.prompt_tokens.is_not(None), p.c.completion_tokens.is_not(None),
                 s.c.prompt_tokens.is_not(None), s.c.completion_tokens.is_not(None)))
-    if since is not None:
-        q = q.where(p.c.created_at >= since)
-    if until is not None:
-        q = q.where(p.c.created_at < until)
-    if workload is not None:
-        q = q.where(p.c.workload == workload)
+    q = in_window(q, p, since=since, until=until, workload=workload)
     with engine.connect() as conn:
         for row in conn.execution_options(yield_per=5000).execute(q.order_by(s.c.id)):
             yield Pair(str(row.request_id), str(row.workload), str(row.tier), int(row.prompt_tokens),

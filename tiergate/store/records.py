@@ -10,6 +10,19 @@ from sqlalchemy import Engine, func, select
 from tiergate.store.schema import records
 
 
+def in_window(q: Any, table: Any = records, *, since: float | None = None, until: float | None = None,
+              workload: str | None = None) -> Any:
+    """`q` limited to the records of `table` (the records table or an alias of it) that arrived in [since, until)
+    and belong to `workload`; a bound left None is no bound."""
+    if since is not None:
+        q = q.where(table.c.created_at >= since)
+    if until is not None:
+        q = q.where(table.c.created_at < until)
+    if workload is not None:
+        q = q.where(table.c.workload == workload)
+    return q
+
+
 def query_records(
     engine: Engine,
     *,
@@ -41,19 +54,13 @@ def iter_records(
 ) -> Iterator[dict[str, Any]]:
     """Records one at a time (streamed), in storage order, or by arrival time (`created_at`, then id) with
     `by_time`; `until` is exclusive."""
-    q = select(records)
-    if workload is not None:
-        q = q.where(records.c.workload == workload)
+    q = in_window(select(records), since=since, until=until, workload=workload)
     if tier is not None:
         q = q.where(records.c.tier == tier)
     if status is not None:
         q = q.where(records.c.status == status)
     if role is not None:
         q = q.where(records.c.role == role)
-    if since is not None:
-        q = q.where(records.c.created_at >= since)
-    if until is not None:
-        q = q.where(records.c.created_at < until)
     order = [records.c.created_at, records.c.id] if by_time else [records.c.id]
     q = q.order_by(*(c.desc() if newest_first else c.asc() for c in order))
     if limit is not None:
