@@ -207,3 +207,23 @@ def test_odd_json_is_a_400(gw: RunningGateway) -> None:
                  b'{"model": "auto", "messages": [{"role": "user", "content": "\xff\xfe"}]}',
                  b'{"model": "auto", "messages": [{"role": "user", "content": "\\ud800"}]}'):
         _openai_error(_post(gw, body), 400)
+
+
+def test_a_store_outage_during_the_key_check_is_503_not_a_bug(gw: RunningGateway, tmp_path) -> None:
+    """The key lookup's OperationalError was an unhandled 500 with a traceback logged for every request."""
+    from sqlalchemy import create_engine
+
+    gw.gateway.keys.engine = create_engine(f"sqlite:///{tmp_path / 'no-such-dir' / 'gone.db'}")
+    body = httpx.Request("POST", "http://x", json=MSG).content
+    assert _openai_error(_post(gw, body), 503)["code"] == "store_unavailable"
+    resp = httpx.get(gw.base_url + "/models", headers={"Authorization": f"Bearer {gw.key}"})
+    assert _openai_error(resp, 503)["code"] == "store_unavailable"
+
+
+def test_an_unhandled_error_says_internal_error(gw: RunningGateway) -> None:
+    async def broken(headers: Any) -> None:
+        raise KeyError("a bug")
+
+    gw.gateway.keys.check = broken  # type: ignore[method-assign]
+    err = _openai_error(httpx.get(gw.base_url + "/models"), 500)
+    assert (err["type"], err["code"]) == ("server_error", "internal_error")

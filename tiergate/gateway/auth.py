@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import time
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
-from tiergate.errors import AuthenticationError, PermissionDenied
+from tiergate.errors import AuthenticationError, PermissionDenied, Unavailable
 from tiergate.store.keys import hash_key, lookup_key
 
 
@@ -28,6 +30,8 @@ def browser_secret(headers: Any, cookies: Any) -> str | None:
 
 
 ADMIN_COOKIE = "tiergate_admin"
+
+log = logging.getLogger("tiergate.gateway")
 
 
 def bearer(headers: Any) -> str | None:
@@ -60,7 +64,13 @@ class KeyChecker:
         if hit is not None and hit[0] > now:
             row = hit[1]
         else:
-            row = await asyncio.to_thread(lookup_key, self.engine, secret)
+            try:
+                row = await asyncio.to_thread(lookup_key, self.engine, secret)
+            except SQLAlchemyError as exc:  # the store is down: not a bug, and not the caller's fault either
+                reason = str(getattr(exc, "orig", None) or exc).partition("\n")[0]
+                log.warning("cannot check a gateway key, the store is unavailable: %s: %s", type(exc).__name__, reason)
+                raise Unavailable("The gateway cannot check keys: its store is unavailable; retry shortly.",
+                                  code="store_unavailable") from None
             if len(self._cache) > 10000:
                 self._cache.clear()
             self._cache[digest] = (now + self.cache_s, row)

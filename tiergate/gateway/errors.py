@@ -78,5 +78,5 @@ async def unhandled_error_handler(request: Request, exc: Exception) -> Response:
     gateway = getattr(request.app.state, "gateway", None)
     if gateway is not None:
         gateway.metrics.errors.labels("500").inc()
-    return Response(error_body("The gateway hit an internal error; it has been logged.", "server_error"),
-                    status_code=500, media_type="application/json")
+    return Response(error_body("The gateway hit an internal error; it has been logged.", "server_error",
+                               code="internal_error"), status_code=500, media_type="application/json")
