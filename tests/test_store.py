@@ -96,6 +96,34 @@ def test_store_outage_spills_then_replays(tmp_path: Path) -> None:
     assert not spill.exists()
 
 
+def test_hostile_values_are_stored_and_a_refused_row_is_spilled(store_url: str, tmp_path: Path) -> None:
+    """On PostgreSQL, a NUL echoed into the answer, or a caller's `user`, `model` or workload longer than its
+    column, made the row refused, logged and dropped: neither stored nor spilled. They are stored now (NUL as
+    U+FFFD, long values cut to fit), and a row the database still refuses goes to the spill file."""
+    engine = open_store(store_url)
+    spill = tmp_path / "spill.jsonl"
+    hostile = [{**_rec(1), "answer": "a\x00b", "error": "e\x00"}, {**_rec(2), "caller": "u" * 300},
+               {**_rec(3), "model": "m" * 300, "status": "error", "http_status": 404},
+               {**_rec(4, workload="w" * 200)}, {**_rec(5), "created_at": None}]  # the last: NOT NULL
+
+    async def go() -> RecordWriter:
+        w = RecordWriter(engine, batch_size=10, spill_path=str(spill))
+        await w.start()
+        for rec in hostile:
+            await w.put(rec)
+        await w.close()
+        return w
+
+    w = asyncio.run(go())
+    assert (w.written, w.spilled) == (4, 1)
+    rows = {r["request_id"]: r for r in query_records(engine, limit=None)}
+    assert rows["r1"]["answer"] == "a\ufffdb" and rows["r1"]["error"] == "e\ufffd"
+    assert rows["r2"]["caller"] == "u" * 255 + "…" and len(rows["r3"]["model"]) == 256
+    assert len(rows["r4"]["workload"]) == 128
+    assert '"request_id":"r5"' in spill.read_text()
+    engine.dispose()
+
+
 def test_keys_are_hashed_and_revocable(store_url: str) -> None:
     engine = open_store(store_url)
     key_id, secret = create_key(engine, "alice", ["triage"])

@@ -6,7 +6,8 @@
     await writer.close()       # drains and flushes everything queued
 
 A batch the database refuses is retried with backoff; if it still fails it is appended to the spill file
-(JSONL) so nothing captured is lost; `tiergate store replay-spill` loads it back.
+(JSONL) so nothing captured is lost, as is a single row the database refuses for its values (after
+`normalize_record` has made every text value fit its column); `tiergate store replay-spill` loads it back.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, String, Text, insert, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
 from tiergate.store.schema import records
@@ -29,13 +30,27 @@ from tiergate.store.schema import records
 log = logging.getLogger("tiergate.store")
 
 _COLUMNS = [str(c.name) for c in records.columns if c.name != "id"]
+_TEXT = {str(c.name): getattr(c.type, "length", None) for c in records.columns
+         if isinstance(c.type, String | Text) and c.name != "id"}
+"""Text columns and their length limits (None: unlimited)."""
 
 
 def normalize_record(rec: dict[str, Any]) -> dict[str, Any]:
-    """Every column present (executemany needs one shape), unknown keys dropped."""
+    """Every column present (executemany needs one shape), unknown keys dropped, and every text value made one the
+    column can hold in any database: NUL characters (which PostgreSQL's text refuses) become U+FFFD, and a value
+    longer than its column (a caller's 300-character `user`, `model` or workload) is cut to fit, ending in "…".
+    Such a row was refused by PostgreSQL and lost."""
     row = {name: rec.get(name) for name in _COLUMNS}
     row["role"] = row["role"] or "primary"
     row["stream"] = bool(row["stream"])
+    for name, limit in _TEXT.items():
+        value = row[name]
+        if isinstance(value, str):
+            if "\x00" in value:
+                value = value.replace("\x00", "\ufffd")
+            if limit is not None and len(value) > limit:
+                value = value[: limit - 1] + "…"
+            row[name] = value
     return row
 
 
@@ -172,10 +187,14 @@ class RecordWriter:
         delay = 0.1
         for attempt in range(1, self.retries + 1):
             try:
-                n = insert_records(self.engine, rows)
-                self.written += n
+                result = insert_records_checked(self.engine, rows)
+                self.written += result.written
                 if self.on_written:
-                    self.on_written(n)
+                    self.on_written(result.written)
+                if result.rejected:  # values the database refuses even so: kept in the spill file, not lost
+                    for row, reason in result.rejected:
+                        log.error("record %s refused by the store: %s", row.get("request_id"), reason)
+                    self._spill([row for row, _ in result.rejected], "records refused by the store")
                 return
             except SQLAlchemyError as exc:
                 log.error("store write failed (attempt %d/%d): %s", attempt, self.retries, exc.__class__.__name__)
@@ -184,9 +203,9 @@ class RecordWriter:
                     delay *= 4
         self._spill(rows)
 
-    def _spill(self, rows: list[dict[str, Any]]) -> None:
+    def _spill(self, rows: list[dict[str, Any]], why: str = "store unavailable") -> None:
         if not self.spill_path:
-            log.error("store unavailable and no spill file configured: %d records lost", len(rows))
+            log.error("%s and no spill file configured: %d records lost", why, len(rows))
             return
         with self._spill_lock, open(self.spill_path, "ab") as fh:
             for row in rows:
@@ -194,7 +213,7 @@ class RecordWriter:
             fh.flush()
             os.fsync(fh.fileno())
         self.spilled += len(rows)
-        log.error("store unavailable: %d records kept in %s", len(rows), self.spill_path)
+        log.error("%s: %d records kept in %s", why, len(rows), self.spill_path)
 
     async def flush(self) -> None:
         if self._queue is not None:
