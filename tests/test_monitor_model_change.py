@@ -3,6 +3,7 @@ model's answers start afresh, their alarms clear, and the store records why."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -37,3 +38,25 @@ def test_model_change_clears_answer_alarms_and_records_why(tmp_path: Path) -> No
     assert last["detail"] == {"reset": "tier small now serves models/v2"}
     # the new model's answers build their own baseline: the same confidences no longer alarm
     assert not any(r.alarm for r in monitor.process([_Item("w", confidence=float(c)) for c in rng.beta(2, 2, 60)]))
+
+
+def test_made_up_workload_names_do_not_grow_the_monitor_without_bound(tmp_path: Path) -> None:
+    """Every workload name a caller sent got detectors and alert series: 3,000 names held 26 MB more. Configured
+    workloads are always watched; of the others the first 50, as in the gateway's metrics."""
+    engine = open_store(f"sqlite:///{tmp_path / 'm.db'}")
+    config = parse_config({"tiers": {"small": {"kind": "local_lm"}}, "workloads": {"triage": {"tier": "small"}}})
+    monitor = Monitor(SimpleNamespace(engine=engine, config=config), MonitorConfig(workloads={"late": {}}))
+
+    def record(workload: str) -> dict:
+        return {"workload": workload, "role": "primary", "tier": "small", "status": "ok", "answer": "x",
+                "messages": [{"role": "user", "content": "hi"}]}
+
+    async def send() -> None:  # the observer hooks run on the gateway's event loop
+        for i in range(300):
+            monitor.on_record(record(f"made-up-{i}"))
+        monitor.on_record(record("triage"))
+        monitor.on_record(record("late"))
+        await monitor.close()
+
+    asyncio.run(send())
+    assert len(monitor.workloads) == 52 and {"triage", "late"} <= set(monitor.workloads)

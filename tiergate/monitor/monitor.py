@@ -26,6 +26,7 @@ from sqlalchemy import insert
 
 from tiergate.data.dataset import input_text
 from tiergate.evaluate.metrics import match_label
+from tiergate.gateway.metrics import MAX_OTHER_WORKLOADS
 from tiergate.monitor.alerts import AlertRouter
 from tiergate.monitor.config import MonitorConfig, WorkloadMonitorConfig
 from tiergate.monitor.detector import CheckResult, DetectorSettings, DriftDetector
@@ -81,11 +82,24 @@ class Monitor:
         self._embed = embed
         self._lock = threading.Lock()
         self._worker: asyncio.Task[None] | None = None
+        self._overflowed = False
 
     # -- observer hooks ---------------------------------------------------------------------------------------
-    def _wl(self, name: str) -> _Workload:
+    def _wl(self, name: str) -> _Workload | None:
+        """The workload's monitoring state, made on first sight. Workload names come from callers: those the gateway
+        or monitor config names are always watched, of the others only the first `MAX_OTHER_WORKLOADS` (each holds
+        detectors and alert series; made-up names would grow memory and /metrics without bound)."""
         wl = self.workloads.get(name)
         if wl is None:
+            if name not in self.config.workloads and name not in self.gateway.config.workloads:
+                others = sum(1 for w in self.workloads if w not in self.config.workloads
+                             and w not in self.gateway.config.workloads)
+                if others >= MAX_OTHER_WORKLOADS:
+                    if not self._overflowed:
+                        self._overflowed = True
+                        log.warning("monitor: more than %d unconfigured workload names seen; the rest are not "
+                                    "monitored (name them in the config to watch them)", MAX_OTHER_WORKLOADS)
+                    return None
             cfg = self.config.workloads.get(name) or WorkloadMonitorConfig()
             wcfg = self.gateway.config.workloads.get(name)
             task = cfg.task or (wcfg.task if wcfg is not None else None)
@@ -98,6 +112,8 @@ class Monitor:
         if not self.config.enabled or rec.get("role") not in ("primary", "cascade_first"):
             return
         wl = self._wl(rec["workload"])
+        if wl is None:
+            return
         text = input_text(rec["messages"]) if rec.get("messages") else None
         item = _Item(wl.name, text=text if rec["role"] == "primary" else None)
         if rec.get("tier") in wl.tiers and rec.get("status") == "ok":
@@ -108,6 +124,8 @@ class Monitor:
         if not self.config.enabled or primary.get("status") != "ok" or shadow.get("status") != "ok":
             return
         wl = self._wl(primary["workload"])
+        if wl is None:
+            return
         small_p, small_s = primary.get("tier") in wl.tiers, shadow.get("tier") in wl.tiers
         if small_p == small_s:
             return
