@@ -102,10 +102,10 @@ def test_a_text_part_without_string_text_is_400(gw: RunningGateway) -> None:
     assert _post(gw, image).status_code == 200
 
 
-@pytest.mark.parametrize("workload", ["\u65e5\u672c", "w\r\nX-Evil: 1", "w\x00", "w\x7f"])
-def test_a_workload_name_no_header_can_carry_is_a_400(gw: RunningGateway, workload: str) -> None:
-    """metadata.workload comes back in X-Tiergate-Workload: a name beyond Latin-1 was a 500 (UnicodeEncodeError),
-    one with a control character a dropped connection (uvicorn refused the header) after the upstream answered."""
+@pytest.mark.parametrize("workload", ["w\r\nX-Evil: 1", "w\x00", "w\x7f"])
+def test_a_workload_name_with_control_characters_is_a_400(gw: RunningGateway, workload: str) -> None:
+    """metadata.workload comes back in X-Tiergate-Workload: one with a control character was a dropped connection
+    (uvicorn refused the header) after the upstream answered."""
     body = httpx.Request("POST", "http://x", json={**MSG, "metadata": {"workload": workload}}).content
     err = _openai_error(_post(gw, body), 400)
     assert err["param"] == "metadata.workload"
@@ -120,6 +120,19 @@ def test_latin1_workload_names_still_work(gw: RunningGateway) -> None:
     resp = _post(gw, body)
     assert resp.status_code == 200
     assert resp.headers["x-tiergate-workload"].encode("latin-1") == "caf\u00e9 ops/1".encode("latin-1")
+
+
+def test_names_beyond_latin1_are_kept_and_echoed_percent_encoded(gw: RunningGateway) -> None:
+    """A name beyond Latin-1 in metadata was a 500 (UnicodeEncodeError on the echo header); one sent as UTF-8 in
+    the X-Tiergate-Workload header was stored as Latin-1 mojibake ("æ\x97¥æ\x9c¬")."""
+    name = "\u65e5\u672c"
+    body = httpx.Request("POST", "http://x", json={**MSG, "metadata": {"workload": name}}).content
+    resp = _post(gw, body)
+    assert resp.status_code == 200 and resp.headers["x-tiergate-workload"] == header_value(name) == "%E6%97%A5%E6%9C%AC"
+    assert _records(gw)[-1]["workload"] == name
+    resp = _post(gw, httpx.Request("POST", "http://x", json=MSG).content,
+                 {"X-Tiergate-Workload": name.encode("utf-8")})
+    assert resp.status_code == 200 and _records(gw)[-1]["workload"] == name
 
 
 def test_header_value_escapes_only_what_cannot_be_sent() -> None:
@@ -144,7 +157,7 @@ def test_oversized_headers_are_431(gw: RunningGateway) -> None:
     assert err["code"] == "request_headers_too_large"
     _openai_error(httpx.get(gw.base_url + "/models", headers={"Authorization": "Bearer " + "k" * 100_000}), 431)
     assert _post(gw, body, {"X-Tiergate-Caller": "c" * 2000}).status_code == 200
-    assert [len(r["caller"] or "") for r in _records(gw)] == [2000]
+    assert [len(r["caller"] or "") for r in _records(gw)] == [256]  # cut to fit its column (store.writer)
 
 
 def test_unconfigured_workload_names_do_not_grow_the_metrics(gw: RunningGateway) -> None:

@@ -38,7 +38,7 @@ from tiergate.errors import (
     UpstreamTimeout,
 )
 from tiergate.gateway.auth import KeyChecker
-from tiergate.gateway.errors import error_response
+from tiergate.gateway.errors import error_response, header_value
 from tiergate.gateway.metrics import Metrics
 from tiergate.gateway.validate import parse_body, validate_chat_request
 from tiergate.routing.base import RouteDecision, RouteRequest
@@ -352,6 +352,11 @@ class Gateway:
 
     def _workload(self, body: dict[str, Any], headers: Any) -> str:
         wl = headers.get(WORKLOAD_HEADER)
+        if wl:  # header bytes arrive as Latin-1: a UTF-8 name ("支払い") is read as what the caller wrote
+            try:
+                wl = wl.encode("latin-1").decode("utf-8")
+            except (UnicodeEncodeError, UnicodeDecodeError):
+                pass
         if not wl:
             md = body.get("metadata")
             if isinstance(md, dict):
@@ -422,7 +427,7 @@ class Gateway:
         raise last
 
     def _headers(self, rec: dict[str, Any]) -> dict[str, str]:
-        h = {"X-Tiergate-Request-Id": rec["request_id"], "X-Tiergate-Workload": rec["workload"]}
+        h = {"X-Tiergate-Request-Id": rec["request_id"], "X-Tiergate-Workload": header_value(rec["workload"])}
         if rec.get("tier"):
             h["X-Tiergate-Tier"] = rec["tier"]
             h["X-Tiergate-Route-Reason"] = rec.get("route_reason") or ""

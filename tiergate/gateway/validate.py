@@ -122,10 +122,10 @@ def validate_chat_request(body: dict[str, Any]) -> None:
     if metadata is not None and not isinstance(metadata, dict):
         raise InvalidRequest("'metadata' must be an object.", param="metadata")
     workload = metadata.get("workload") if metadata else None
-    if isinstance(workload, str) and not all(c.isprintable() and c <= "\xff" for c in workload):
-        # the workload goes back in the X-Tiergate-Workload header, as it can come in: Latin-1 text, no controls
-        raise InvalidRequest("'metadata.workload' must be printable Latin-1 text (no control characters), as the "
-                             "X-Tiergate-Workload header could carry it.", param="metadata.workload")
+    if isinstance(workload, str) and not workload.isprintable():
+        # a name for logs, metrics and reports (and echoed, percent-encoded where it must be, in a header)
+        raise InvalidRequest("'metadata.workload' must be printable text (no control characters).",
+                             param="metadata.workload")
     rf = body.get("response_format")
     if rf is not None and not (isinstance(rf, dict) and isinstance(rf.get("type"), str)):
         raise InvalidRequest("'response_format' must be an object with a 'type'.", param="response_format")
