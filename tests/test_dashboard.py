@@ -175,3 +175,17 @@ def test_live_page_without_reloading_still_links_other_windows(tmp_path: Path) -
     with run_gateway(cfg) as gw:
         page = httpx.get(gw.url + "/dashboard", auth=("a", "admin-secret")).text
     assert 'http-equiv="refresh"' not in page and '<a href="?since=7d">7d</a>' in page
+
+
+def test_page_is_not_cached_framed_or_scripted_and_its_cookie_is_secure_over_https(traffic: Any) -> None:
+    gw, _, _ = traffic
+    r = httpx.get(gw.url + "/dashboard", auth=("a", "admin-secret"))
+    assert r.headers["cache-control"] == "no-store" and r.headers["x-frame-options"] == "DENY"
+    assert "default-src 'none'" in r.headers["content-security-policy"]
+    assert r.headers["referrer-policy"] == "no-referrer"
+    plain = httpx.get(gw.url + "/dashboard", params={"token": "admin-secret"})
+    assert "secure" not in plain.headers["set-cookie"].lower()  # plain HTTP on loopback: the browser would drop it
+    behind_tls = httpx.get(gw.url + "/dashboard", params={"token": "admin-secret"},
+                           headers={"X-Forwarded-Proto": "https"})
+    assert "secure" in behind_tls.headers["set-cookie"].lower()
+    assert httpx.get(gw.url + "/dashboard").headers["cache-control"] == "no-store"  # the 401 page too

@@ -115,15 +115,35 @@ async def dashboard(request: Request) -> Response:
             gw.keys.check_admin(request.headers, token)
             rest = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
             redirect = RedirectResponse("/dashboard" + (f"?{rest}" if rest else ""), status_code=303)
-            redirect.set_cookie(ADMIN_COOKIE, token, httponly=True, samesite="strict", path="/dashboard")
+            redirect.set_cookie(ADMIN_COOKIE, token, httponly=True, samesite="strict", path="/dashboard",
+                                secure=_https(request))
+            redirect.headers.update(PAGE_HEADERS)
             return redirect
         gw.keys.check_admin(request.headers, browser_secret(request.headers, request.cookies))
         data = await asyncio.to_thread(collect, gw.engine, gw.config, since=_since(request))
     except TiergateError as exc:
         page = f"<!doctype html><title>tiergate</title><p>{html.escape(exc.message)}</p>"
         headers = {"WWW-Authenticate": 'Basic realm="tiergate admin"'} if exc.status == 401 else None
-        return HTMLResponse(page, status_code=exc.status, headers=headers)
-    return HTMLResponse(render(data, refresh_s=gw.config.server.dashboard_refresh_s or None, ranges=True))
+        return HTMLResponse(page, status_code=exc.status, headers={**PAGE_HEADERS, **(headers or {})})
+    return HTMLResponse(render(data, refresh_s=gw.config.server.dashboard_refresh_s or None, ranges=True),
+                        headers=PAGE_HEADERS)
+
+
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",  # spend and failures of the company's traffic: not for shared caches or history
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; "
+                               "base-uri 'none'; form-action 'none'",  # the page has inline CSS and nothing else
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+"""Headers of the dashboard page: it holds no script, loads nothing, and must not be framed or cached."""
+
+
+def _https(request: Request) -> bool:
+    """Whether the browser reached the gateway over HTTPS (directly, or through a proxy that says so)."""
+    proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return request.url.scheme == "https" or proto == "https"
 
 
 routes = [
