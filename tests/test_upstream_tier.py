@@ -200,6 +200,9 @@ def test_connection_refused_is_an_upstream_error() -> None:
     assert type(err) is UpstreamError and err.status == 502
     assert "frontier" in err.message and "could not be reached" in err.message
     assert KEY not in str(err) and KEY not in repr(tier) and KEY not in repr(tier.config)
+    # the caller is not told where the upstream lives; the record (and the log) is
+    assert str(port) not in err.message and "127.0.0.1" not in err.message
+    assert err.detail is not None and f"127.0.0.1:{port}" in err.detail and f"127.0.0.1:{port}" in err.recorded
 
 
 def test_stream_with_include_usage(stub: StubProcess) -> None:

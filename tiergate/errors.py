@@ -32,12 +32,20 @@ class TiergateError(Exception):
     type: str = "server_error"
     code: str | None = None
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 detail: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.detail = detail
+        """What operators need and callers must not see (an upstream's address, say): for logs and records."""
         if code is not None:
             self.code = code
+
+    @property
+    def recorded(self) -> str:
+        """The error as a capture record keeps it: the class, the message and the detail."""
+        return f"{type(self).__name__}: {self.message}" + (f" ({self.detail})" if self.detail else "")
 
     def to_openai(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}

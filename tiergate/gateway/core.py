@@ -328,7 +328,7 @@ class Gateway:
                 tier.check_request(plain)
                 result = await tier.complete(plain)
             except TiergateError as exc:
-                rec.update(http_status=exc.status, error=f"{type(exc).__name__}: {exc.message}"[:2000])
+                rec.update(http_status=exc.status, error=exc.recorded[:2000])
             except Exception as exc:  # a shadow must never take the gateway down
                 log.exception("shadow call to %s failed", tier_name)
                 rec.update(http_status=500, error=f"{type(exc).__name__}: {exc}"[:2000])
@@ -494,7 +494,7 @@ class Gateway:
     def _fail(self, rec: dict[str, Any], exc: TiergateError, t0: float) -> None:
         if "_cascade" in rec:  # the escalation failed: the small tier's answer stays in the record
             rec["response"] = {**(rec.get("response") or {}), "cascade": rec.pop("_cascade")}
-        rec.update(status="error", http_status=exc.status, error=f"{type(exc).__name__}: {exc.message}"[:2000])
+        rec.update(status="error", http_status=exc.status, error=exc.recorded[:2000])
         rec["latency_ms"] = (time.perf_counter() - t0) * 1000
         self.metrics.errors.labels(str(exc.status)).inc()
         self.metrics.requests.labels(rec["workload"], rec.get("tier") or "", "error").inc()

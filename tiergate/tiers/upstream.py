@@ -146,10 +146,10 @@ class UpstreamTier(Tier):
                                           f"{sent} events") from exc
                 except _TIMEOUTS as exc:
                     raise UpstreamTimeout(f"tier {self.name!r}: stream stalled after {sent} events "
-                                          f"({self._describe(exc)})") from exc
+                                          f"({type(exc).__name__})", detail=self._describe(exc)) from exc
                 except aiohttp.ClientError as exc:
                     raise UpstreamError(f"tier {self.name!r}: stream broke after {sent} events "
-                                        f"({self._describe(exc)})") from exc
+                                        f"({type(exc).__name__})", detail=self._describe(exc)) from exc
         finally:
             await events.aclose()
             resp.release()
@@ -184,7 +184,8 @@ class UpstreamTier(Tier):
         except _RETRYABLE as exc:
             raise _Retry() from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamError(f"tier {self.name!r}: cannot call upstream ({self._describe(exc)})") from exc
+            raise UpstreamError(f"tier {self.name!r}: cannot call upstream ({type(exc).__name__})",
+                                detail=self._describe(exc)) from exc
         status = resp.status
         if status < 300:
             return resp
@@ -230,7 +231,8 @@ class UpstreamTier(Tier):
             if isinstance(exc, _RETRYABLE):
                 raise _Retry() from exc
             if isinstance(exc, aiohttp.ClientError):
-                raise UpstreamError(f"tier {self.name!r}: stream broke ({self._describe(exc)})") from exc
+                raise UpstreamError(f"tier {self.name!r}: stream broke ({type(exc).__name__})",
+                                    detail=self._describe(exc)) from exc
             raise
         return resp, events, first
 
@@ -317,13 +319,15 @@ class UpstreamTier(Tier):
             return UpstreamError(f"{where}, upstream answered HTTP {failed.status}")
         cause = failed.__cause__
         seen = f"; last upstream status {last_status}" if last_status else ""
-        detail = self._describe(cause) if cause is not None else "unknown transport error"
+        what = type(cause).__name__ if cause is not None else "unknown transport error"
+        detail = self._describe(cause) if cause is not None else None
         if isinstance(cause, _TIMEOUTS):
-            return UpstreamTimeout(f"{where}, upstream did not answer in time ({detail}{seen})")
-        return UpstreamError(f"{where}, upstream could not be reached ({detail}{seen})")
+            return UpstreamTimeout(f"{where}, upstream did not answer in time ({what}{seen})", detail=detail)
+        return UpstreamError(f"{where}, upstream could not be reached ({what}{seen})", detail=detail)
 
     def _describe(self, exc: BaseException) -> str:
-        """A client error as text for messages, with the api key scrubbed should it ever appear."""
+        """A client error in full, for logs and records only (it names the upstream's host and port, which callers
+        are not told), with the api key scrubbed should it ever appear."""
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         key = self.config.api_key.get_secret_value() if self.config.api_key is not None else ""
         return text.replace(key, "***") if key else text
