@@ -87,14 +87,46 @@ async def list_models(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
+    """Liveness and readiness: 503 while starting or stopping, and while the store cannot be reached when callers'
+    keys are checked against it (every request would fail); without keys the gateway still answers and spills its
+    records, so it reports `degraded` with a 200."""
     gw = _gw(request)
     tiers = {n: {"kind": t.kind, "zone": t.zone, "circuit": gw.breakers[n].state.value} for n, t in gw.tiers.items()}
+    store = await _store_health(gw)
+    status = "stopping" if gw.stopping else "starting" if not gw.ready else "ok" if store["ok"] else "degraded"
     body: dict[str, Any] = {
-        "status": "stopping" if gw.stopping else "ok" if gw.ready else "starting", "uptime_s": round(time.time() - gw.started_at, 1),
-        "tiers": tiers, "writer": {"queue_depth": gw.writer.depth, "written": gw.writer.written,
-                                   "spilled": gw.writer.spilled},
+        "status": status, "uptime_s": round(time.time() - gw.started_at, 1), "tiers": tiers, "store": store,
+        "writer": {"queue_depth": gw.writer.depth, "written": gw.writer.written, "spilled": gw.writer.spilled},
     }
-    return JSONResponse(body, status_code=200 if gw.ready and not gw.stopping else 503)
+    serving = gw.ready and not gw.stopping and (store["ok"] or not gw.config.auth.require_key)
+    return JSONResponse(body, status_code=200 if serving else 503)
+
+
+_STORE_CHECK_S = 2.0
+"""A store check is reused this long (probes every second from several load balancers make one query)."""
+
+
+async def _store_health(gw: Gateway) -> dict[str, Any]:
+    import asyncio
+
+    from sqlalchemy import text
+
+    cached = getattr(gw, "_store_health", None)
+    if cached is not None and time.monotonic() - cached[0] < _STORE_CHECK_S:
+        return cached[1]  # type: ignore[no-any-return]
+
+    def probe() -> None:
+        with gw.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    try:
+        async with asyncio.timeout(_STORE_CHECK_S):
+            await asyncio.to_thread(probe)
+        result: dict[str, Any] = {"ok": True}
+    except Exception as exc:  # noqa: BLE001  (any failure to reach it is the answer)
+        result = {"ok": False, "error": type(exc).__name__}
+    gw._store_health = (time.monotonic(), result)  # type: ignore[attr-defined]
+    return result
 
 
 async def metrics(request: Request) -> Response:
