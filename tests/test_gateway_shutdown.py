@@ -189,3 +189,34 @@ def test_two_encoder_tiers_load_side_by_side(tmp_path: Path, classifier: Path) -
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+def test_a_tier_that_cannot_load_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    """`tiergate serve` with a local tier whose model cannot load printed a 129-line traceback; uvicorn now logs
+    the reason tiergate gives, in one line."""
+    import asyncio
+
+    from tiergate.config import parse_config
+    from tiergate.gateway.app import create_app
+    from tiergate.gateway.server import _one_line_startup_errors
+
+    (tmp_path / "empty-model").mkdir()
+    config = parse_config({"store": {"url": f"sqlite:///{tmp_path / 'gw.db'}"},
+                           "tiers": {"local": {"kind": "local_lm", "model": str(tmp_path / "empty-model")}}})
+    app = _one_line_startup_errors(create_app(config))
+    sent: list[dict] = []
+
+    async def run() -> None:
+        inbox: asyncio.Queue[dict] = asyncio.Queue()
+        await inbox.put({"type": "lifespan.startup"})
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        with pytest.raises(Exception):  # noqa: B017  (Starlette re-raises after reporting)
+            await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, inbox.get, send)
+
+    asyncio.run(run())
+    failed = [m for m in sent if m["type"] == "lifespan.startup.failed"]
+    assert failed and failed[0]["message"].startswith("cannot start: cannot load model")
+    assert "Traceback" not in failed[0]["message"]

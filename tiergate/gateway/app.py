@@ -35,7 +35,11 @@ def create_app(config: Config, *, engine: Engine | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await gateway.start()
+        try:
+            await gateway.start()
+        except TiergateError as exc:  # a tier that cannot load: the server says why in one line (server.py)
+            app.state.startup_error = exc
+            raise
         try:
             yield
         finally:

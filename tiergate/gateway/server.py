@@ -21,7 +21,27 @@ def gateway_server(app: Any, **options: Any) -> Any:
             app.state.gateway.begin_shutdown(float(self.config.timeout_graceful_shutdown or 0))
             await super().shutdown(sockets)
 
-    return GatewayServer(uvicorn.Config(app, **options))
+    return GatewayServer(uvicorn.Config(_one_line_startup_errors(app), **options))
+
+
+def _one_line_startup_errors(app: Any) -> Any:
+    """The app, but a startup that fails for a reason tiergate names (a tier's model that cannot load, say) is
+    reported as that one line, not as the hundred-line traceback Starlette hands uvicorn to log."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            return await app(scope, receive, send)  # type: ignore[no-any-return]
+
+        async def send_lifespan(message: dict[str, Any]) -> None:
+            error = getattr(app.state, "startup_error", None)
+            if message["type"] == "lifespan.startup.failed" and error is not None:
+                message = {**message, "message": f"cannot start: {error.message}"}
+            await send(message)
+
+        await app(scope, receive, send_lifespan)
+        return None
+
+    return wrapped
 
 
 def serve(config: Config, *, host: str | None = None, port: int | None = None, workers_note: bool = True) -> None:
