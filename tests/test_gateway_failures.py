@@ -13,8 +13,9 @@ import httpx
 import pytest
 from sqlalchemy import insert
 
+from tests.gateway_support import keyed_gateway
 from tiergate.store.records import query_records
-from tiergate.testing.gateway import RunningGateway, run_gateway
+from tiergate.testing.gateway import RunningGateway
 from tiergate.testing.stub_process import StubProcess, start_stub
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
@@ -29,17 +30,7 @@ def stub():
 
 @pytest.fixture
 def gw(tmp_path, stub: StubProcess):
-    stub.reset()
-    cfg = {
-        "auth": {"require_key": True, "key_cache_s": 0, "admin_token": "admin-secret"},
-        "store": {"url": f"sqlite:///{tmp_path / 'gw.db'}", "flush_interval_ms": 1},
-        "server": {"max_body_bytes": 4096},
-        "tiers": {"up": {"kind": "upstream", "base_url": stub.base_url, "zone": "external",
-                         "price": {"input_per_mtok": 2.0, "output_per_mtok": 8.0},
-                         "timeout": {"connect": 1, "read": 20}, "retry": {"max_attempts": 1}}},
-        "routing": {"default_tier": "up"},
-    }
-    with run_gateway(cfg) as running:
+    with keyed_gateway(tmp_path, stub, max_body_bytes=4096, read_s=20) as running:
         yield running
 
 

@@ -13,11 +13,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.gateway_support import keyed_gateway
 from tiergate.gateway.errors import header_value
 from tiergate.gateway.metrics import OTHER_WORKLOAD, Metrics
 from tiergate.gateway.validate import MAX_DEPTH, parse_body
 from tiergate.store.records import query_records
-from tiergate.testing.gateway import RunningGateway, run_gateway
+from tiergate.testing.gateway import RunningGateway
 from tiergate.testing.stub_process import StubProcess, start_stub
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
@@ -32,18 +33,8 @@ def stub():
 
 @pytest.fixture
 def gw(tmp_path, stub: StubProcess):
-    stub.reset()
-    cfg = {
-        "auth": {"require_key": True, "key_cache_s": 0, "admin_token": "admin-secret"},
-        "store": {"url": f"sqlite:///{tmp_path / 'gw.db'}", "flush_interval_ms": 1},
-        "server": {"max_body_bytes": 64 * 1024},
-        "tiers": {"up": {"kind": "upstream", "base_url": stub.base_url, "zone": "external",
-                         "price": {"input_per_mtok": 2.0, "output_per_mtok": 8.0},
-                         "timeout": {"connect": 1, "read": 10}, "retry": {"max_attempts": 1}}},
-        "routing": {"default_tier": "up"},
-        "workloads": {"triage": {"tier": "up"}},
-    }
-    with run_gateway(cfg) as running:
+    with keyed_gateway(tmp_path, stub, max_body_bytes=64 * 1024, read_s=10,
+                       workloads={"triage": {"tier": "up"}}) as running:
         yield running
 
 

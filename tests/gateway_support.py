@@ -1,0 +1,30 @@
+"""A gateway in front of one stub upstream tier, with keys required and an admin token, for the failure and
+hostile-input tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tiergate.testing.gateway import RunningGateway, run_gateway
+from tiergate.testing.stub_process import StubProcess
+
+
+@contextmanager
+def keyed_gateway(tmp_path: Path, stub: StubProcess, *, max_body_bytes: int, read_s: float,
+                  **extra: Any) -> Iterator[RunningGateway]:
+    stub.reset()
+    cfg = {
+        "auth": {"require_key": True, "key_cache_s": 0, "admin_token": "admin-secret"},
+        "store": {"url": f"sqlite:///{tmp_path / 'gw.db'}", "flush_interval_ms": 1},
+        "server": {"max_body_bytes": max_body_bytes},
+        "tiers": {"up": {"kind": "upstream", "base_url": stub.base_url, "zone": "external",
+                         "price": {"input_per_mtok": 2.0, "output_per_mtok": 8.0},
+                         "timeout": {"connect": 1, "read": read_s}, "retry": {"max_attempts": 1}}},
+        "routing": {"default_tier": "up"},
+        **extra,
+    }
+    with run_gateway(cfg) as running:
+        yield running
