@@ -8,8 +8,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tiergate.testing.gateway import RunningGateway, run_gateway
-from tiergate.testing.stub_process import StubProcess
+from tiergate.testing.stub_process import StubProcess, start_stub
+
+ADMIN = {"Authorization": "Bearer admin-secret"}
+
+
+@pytest.fixture(scope="module")
+def stub() -> Iterator[StubProcess]:
+    """One stub upstream for a test module (import it there to use it)."""
+    with start_stub(model="up-model") as s:
+        yield s
 
 
 @contextmanager

@@ -13,19 +13,13 @@ import httpx
 import pytest
 from sqlalchemy import insert
 
-from tests.gateway_support import keyed_gateway
+# ruff: noqa: F811  (the stub fixture imported here is a test parameter below)
+from tests.gateway_support import ADMIN, keyed_gateway, stub  # noqa: F401  (stub: a fixture)
 from tiergate.store.records import query_records
 from tiergate.testing.gateway import RunningGateway
-from tiergate.testing.stub_process import StubProcess, start_stub
+from tiergate.testing.stub_process import StubProcess
 
-ADMIN = {"Authorization": "Bearer admin-secret"}
 MSG = {"model": "up", "messages": [{"role": "user", "content": "one two three"}]}
-
-
-@pytest.fixture(scope="module")
-def stub():
-    with start_stub(model="up-model") as s:
-        yield s
 
 
 @pytest.fixture
