@@ -443,3 +443,20 @@ def test_commands_writing_to_a_pipe_or_log_show_no_weight_loading_bars(monkeypat
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")
     run(monkeypatch, capsys, "router", "kinds")
     assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "0"
+
+
+def test_costs_report_warns_when_the_stores_tiers_are_not_in_its_config(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without -c the report read the store against the embedded defaults: "all on local (baseline)", 72% saved,
+    against a tier that carried nothing, and no word that the store's tiers were unknown to it."""
+    from tests.store_support import seed_store
+
+    rows = [{"request_id": f"r{i}", "created_at": 1_750_000_000.0 + i, "workload": "w", "status": "ok",
+             "tier": "frontier" if i % 2 else "small", "prompt_tokens": 10, "completion_tokens": 2,
+             "cost_usd": 0.001} for i in range(6)]
+    url, cfg = seed_store(f"sqlite:///{tmp_path / 'c.db'}", rows, tmp_path,
+                          'tiers:\n  frontier: {kind: upstream, base_url: "http://127.0.0.1:9/v1", model: gpt-4o}\n')
+    code, out = run(monkeypatch, capsys, "costs", "report", "--db", url, "--since", "all")
+    assert code == 0 and "warning: tier(s) frontier, small carried traffic but are not in the embedded defaults" in out
+    code, out = run(monkeypatch, capsys, "costs", "report", "--db", url, "--since", "all", "-c", str(cfg))
+    assert code == 0 and "warning: tier(s) small carried traffic but are not in the config" in out

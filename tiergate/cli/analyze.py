@@ -8,8 +8,7 @@ from pathlib import Path
 
 import typer
 
-from tiergate.cli.common import ConfigOption, DbOption, check_output_file, get_config, open_engine
-from tiergate.cli.costs import report_console
+from tiergate.cli.common import ConfigOption, DbOption, check_output_file, console, get_config, open_engine
 
 
 def analyze(
@@ -51,7 +50,7 @@ def analyze(
                            volume_threshold=volume_threshold, system_weight=system_weight,
                            answer_weight=answer_weight, min_share=min_share)
     report = result.to_dict()
-    render_console(report, report_console())
+    render_console(report, console())
     for path, data, what in ((json_path, lambda: (json.dumps(report, indent=2) + "\n").encode(), "JSON analysis"),
                              (chart, lambda: quadrant_png(report), "quadrant chart")):
         if path is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -83,3 +84,34 @@ def check_output_file(path: str | Path, option: str) -> Path:
 def check_positive(value: int | None, option: str) -> None:
     if value is not None and value < 1:
         raise typer.BadParameter(f"{option} must be at least 1, got {value}")
+
+
+REPORT_WIDTH = 200
+"""Width of tables when the output is not a terminal (a file, a pipe, a CI log) and $COLUMNS is unset: rich's
+default of 80 columns would cut figures and names short ("$0.001…", "confide…")."""
+
+
+def console() -> Any:
+    """The console commands print to: the terminal's width, or REPORT_WIDTH when writing to a file or pipe."""
+    import os
+
+    from rich.console import Console
+
+    out = Console()
+    if not out.is_terminal and not os.environ.get("COLUMNS"):
+        out = Console(width=REPORT_WIDTH)
+    return out
+
+
+def warn_unknown_tiers(seen: Any, cfg: Any, config_given: bool) -> None:
+    """A `warning:` line when tiers that carried the store's traffic are not in the config the report was given (the
+    embedded defaults when no -c): their zone and price are unknown, and an all-on-one-tier counterfactual may be
+    of a tier that carried nothing."""
+    import typer
+
+    stray = sorted(set(seen) - set(cfg.tiers))
+    if stray:
+        typer.secho(f"warning: tier(s) {', '.join(stray)} carried traffic but are not in "
+                    f"{'the config' if config_given else 'the embedded defaults (no -c given)'}: their zone and "
+                    "price are unknown here, so on-prem share and savings leave them out; pass the gateway's own "
+                    "config", fg="yellow", err=True)

@@ -13,26 +13,17 @@ from typing import Any, TypeVar
 
 import typer
 
-from tiergate.cli.common import ConfigOption, DbOption, check_output_file, get_config, open_engine
+from tiergate.cli.common import (
+    ConfigOption,
+    DbOption,
+    check_output_file,
+    console,
+    get_config,
+    open_engine,
+    warn_unknown_tiers,
+)
 
 T = TypeVar("T")
-
-REPORT_WIDTH = 200
-"""Width of the reports when the output is not a terminal (a file, a pipe, a CI log) and $COLUMNS is unset:
-rich's default of 80 columns would cut figures short ("$0.001…")."""
-
-
-def report_console() -> Any:
-    """The console the reports print to: the terminal's width, or REPORT_WIDTH when writing to a file or pipe."""
-    import os
-
-    from rich.console import Console
-
-    console = Console()
-    if not console.is_terminal and not os.environ.get("COLUMNS"):
-        console = Console(width=REPORT_WIDTH)
-    return console
-
 
 @contextmanager
 def _price_warnings() -> Iterator[None]:
@@ -81,7 +72,7 @@ def tco(
     report = _call(run_scenario, scenario, pricebook)
     if not no_chart and chart is None:
         chart = check_output_file(Path(f"{report['scenario']}-tco.png"), "--chart")
-    render_console(report, report_console())
+    render_console(report, console())
     png: bytes | None = None
     if chart is not None and not no_chart:
         from tiergate.costs.tco_html import chart_png
@@ -115,13 +106,13 @@ def advise(
     from tiergate.costs.advisor import advise as run_advice
     from tiergate.costs.advisor import advise_file, render_advice
 
-    console = report_console()
+    out = console()
     if (profile is None) == (not from_traffic):
         raise typer.BadParameter("give --profile FILE or --from-traffic (one of them)")
     _outputs((json_path, "--json"))
     if profile is not None:
         advice = _call(advise_file, profile, pricebook)
-        render_advice(advice, console)
+        render_advice(advice, out)
         result: Any = advice.to_dict()
     else:
         from tiergate.costs._files import read_yaml_mapping
@@ -141,12 +132,12 @@ def advise(
         result = {}
         for prof, stats in pairs:
             st = stats["_structure"]
-            console.print(f"[dim]{prof.workload}: {stats['requests']:,} answered requests over {stats['days']:.2f} days; "
+            out.print(f"[dim]{prof.workload}: {stats['requests']:,} answered requests over {stats['days']:.2f} days; "
                           f"answers: {st['kind']} ({st['distinct_answers']:,} distinct of {st['answers']:,}); task from "
                           f"{stats['_task_from']}; frontier spend = all on {stats['_baseline_tier'] or 'unknown'}; tokens "
                           f"{stats['_tokens_from']}[/dim]")
             advice = _call(run_advice, prof, book)
-            render_advice(advice, console)
+            render_advice(advice, out)
             result[prof.workload] = {**advice.to_dict(), "traffic": stats, "profile": prof.model_dump(mode="json")}
     if json_path is not None:
         body = json.dumps(result, indent=2, default=str) + "\n"
@@ -178,7 +169,8 @@ def costs_report(
     start = parse_since(since)
     report = spend_report(open_engine(cfg, create=False), cfg, since=start, workload=workload, baseline=baseline,
                           book=book)
-    render_console(report, report_console())
+    render_console(report, console())
+    warn_unknown_tiers([*report["spend"]["by_tier"], *report["shadow"]["by_tier"]], cfg, config is not None)
     png = chart_png(report) if chart is not None or html_path is not None else None
     if chart is not None and png is not None:
         data = png

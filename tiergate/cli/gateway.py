@@ -9,14 +9,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from tiergate.cli.common import ConfigOption, DbOption, get_config, open_engine
+from tiergate.cli.common import ConfigOption, DbOption, console, get_config, open_engine, warn_unknown_tiers
 from tiergate.config import Config
 from tiergate.errors import ConfigError, TiergateError
-
-console = Console()
 
 
 def register(app: typer.Typer) -> None:
@@ -67,7 +64,7 @@ def keys_create(
                     f"{', '.join(cfg.workloads)}); the key will not be usable for them until they are added",
                     fg=typer.colors.YELLOW, err=True)
     key_id, secret = create_key(open_engine(cfg), name, workload or None)
-    console.print(f"created key [bold]{key_id}[/] ({name}); the secret is shown only now:", style="green", highlight=False)
+    console().print(f"created key [bold]{key_id}[/] ({name}); the secret is shown only now:", style="green", highlight=False)
     print(secret)
 
 
@@ -84,7 +81,7 @@ def keys_list(config: Optional[Path] = ConfigOption, db: Optional[str] = DbOptio
     for r in rows:
         t.add_row(r["id"], r["name"], r["prefix"] + "…", _ts(r["created_at"]), _ts(r["revoked_at"]),
                   ",".join(r["workloads"] or []) or "all")
-    console.print(t)
+    console().print(t)
 
 
 def keys_revoke(key: str = typer.Argument(..., help="key id or name"),
@@ -92,7 +89,7 @@ def keys_revoke(key: str = typer.Argument(..., help="key id or name"),
     from tiergate.store.keys import revoke_key
 
     n = revoke_key(open_engine(get_config(config, db), create=False), key)
-    console.print(f"revoked {n} key(s) matching {key!r}")
+    console().print(f"revoked {n} key(s) matching {key!r}")
 
 
 def _ts(t: float | None) -> str:
@@ -126,13 +123,9 @@ def dashboard(
     if as_json is not None:
         as_json.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
     t, n = data["totals"], len(data["workloads"])
-    console.print(f"{t['requests']:,} request{'s' * (t['requests'] != 1)} in {n} workload{'s' * (n != 1)}; "
+    console().print(f"{t['requests']:,} request{'s' * (t['requests'] != 1)} in {n} workload{'s' * (n != 1)}; "
                   f"dashboard: {html}")
-    stray = sorted(tier for tier, d in (data.get("by_tier") or {}).items() if not d.get("configured", True))
-    if stray:
-        typer.secho(f"warning: tier(s) {', '.join(stray)} carried traffic but are not in "
-                    f"{'the config' if config else 'the embedded defaults (no -c given)'}: their zone and price are "
-                    "unknown, so on-prem share and savings leave them out", fg="yellow", err=True)
+    warn_unknown_tiers(data.get("by_tier") or {}, cfg, config is not None)
 
 
 def logs_show(
@@ -171,7 +164,7 @@ def logs_show(
                   r["status"] if r["status"] == "ok" else f"[red]{r['status']} {r['http_status']}[/]",
                   f"{_unknown(r['prompt_tokens'])}/{_unknown(r['completion_tokens'])}",
                   _unknown(r["latency_ms"], ".0f"), _unknown(r["cost_usd"], ".6f"), summary.replace("\n", " "))
-    console.print(t)
+    console().print(t)
 
 
 def logs_replay(path: Path = typer.Argument(..., help="spill file written when the store was unavailable"),
@@ -198,7 +191,7 @@ def store_migrate(config: Optional[Path] = ConfigOption, db: Optional[str] = DbO
 
     cfg = get_config(config, db)
     done = migrate_store(create_store_engine(cfg.store.url))
-    console.print(f"applied: {', '.join(done) or 'nothing (up to date)'}")
+    console().print(f"applied: {', '.join(done) or 'nothing (up to date)'}")
 
 
 def config_check(config: Optional[Path] = ConfigOption) -> None:
@@ -212,12 +205,12 @@ def config_check(config: Optional[Path] = ConfigOption) -> None:
     for name, tier in cfg.tiers.items():
         where = getattr(tier, "base_url", None) or getattr(tier, "model", "")
         t.add_row(name, tier.kind, tier.zone, str(where), tier.fallback or "")
-    console.print(t)
-    console.print(f"workloads: {', '.join(cfg.workloads) or '(none: default tier ' + str(cfg.routing.default_tier) + ')'}")
-    console.print(f"store: {cfg.store.url.split('@')[-1]}")
+    console().print(t)
+    console().print(f"workloads: {', '.join(cfg.workloads) or '(none: default tier ' + str(cfg.routing.default_tier) + ')'}")
+    console().print(f"store: {cfg.store.url.split('@')[-1]}")
     for message in cfg.unset_secrets.values():
         typer.secho(f"warning: {message} (needed to serve or evaluate that tier)", fg=typer.colors.YELLOW, err=True)
-    console.print("[green]config OK[/]")
+    console().print("[green]config OK[/]")
 
 
 def check_config_files(cfg: Config) -> None:

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from tiergate.cli.common import ConfigOption, DbOption, check_output_dir, get_config, open_engine
+from tiergate.cli.common import ConfigOption, DbOption, check_output_dir, console, get_config, open_engine
 from tiergate.errors import ConfigError
 
 Workload = Annotated[str, typer.Argument(help="the workload")]
@@ -154,7 +154,6 @@ def register(app: typer.Typer) -> None:
     def history(workload: Annotated[Optional[str], typer.Argument(help="one workload (default: all)")] = None,
                 as_json: AsJson = False, config: Optional[Path] = ConfigOption, db: Optional[str] = DbOption) -> None:
         """The audit log: every transition with its reason, actor and gate statistics."""
-        from rich.console import Console
         from rich.table import Table
 
         _, store = _store(config, db)
@@ -168,7 +167,7 @@ def register(app: typer.Typer) -> None:
         for r in rows:
             table.add_row(_when(r["at"]), r["workload"], r["from_stage"] or "", r["to_stage"], r["actor"] or "",
                           r["reason"] or "")
-        Console().print(table)
+        console().print(table)
 
     @rollout.command("pairs")
     def pairs(workload: Workload,
@@ -176,7 +175,6 @@ def register(app: typer.Typer) -> None:
               limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="how many, newest first")] = 20,
               as_json: AsJson = False, config: Optional[Path] = ConfigOption, db: Optional[str] = DbOption) -> None:
         """The latest scored shadow pairs of a rollout: the request, both answers, and whether they agreed."""
-        from rich.console import Console
         from rich.table import Table
 
         from tiergate.rollout.inspect import shadow_pairs
@@ -193,14 +191,13 @@ def register(app: typer.Typer) -> None:
             table.add_row(_when(p["at"]), p["stage"] or "", {True: "yes", False: "no"}.get(p["agree"], "-"),
                           (p["input"] or "")[:80], f"{p['primary_tier']}: {(p['primary_answer'] or '')[:60]}",
                           f"{p['candidate_tier']}: {(p['candidate_answer'] or '')[:60]}")
-        Console().print(table)
+        console().print(table)
 
     @monitor.command("status")
     def monitor_status(workload: Annotated[Optional[str], typer.Argument(help="one workload")] = None,
                        as_json: AsJson = False, config: Optional[Path] = ConfigOption,
                        db: Optional[str] = DbOption) -> None:
         """Latest drift and hallucination checks per workload, and alarms in the last 24 hours."""
-        from rich.console import Console
         from rich.table import Table
 
         from tiergate.monitor.status import monitor_status as read
@@ -220,7 +217,7 @@ def register(app: typer.Typer) -> None:
                               "[red]ALARM[/]" if c["alarm"] else "reset (new model)"
                               if (c.get("detail") or {}).get("reset") else "ok",
                               f"{c.get('alarms_24h', 0)} / {c.get('windows_24h', 0)}")
-        Console().print(table)
+        console().print(table)
 
     @app.command("retrain")
     def retrain_cmd(workload: Workload,

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tiergate.cli.common import check_output_dir, check_output_file
+from tiergate.cli.common import check_output_dir, check_output_file, console
 from tiergate.errors import ConfigError
 
 Sets = Annotated[list[str] | None, typer.Option("--set", help="option key=value (repeatable; values parsed as YAML)")]
@@ -102,14 +102,13 @@ def _check_outputs(*pairs: tuple[Path | None, str]) -> None:
 
 
 def _measures(report: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("router", "AIQ", "APGR", "CPT(50%)", "CPT(80%)")
     for name in ("router", "random", "oracle"):
         m = report[name]
         table.add_row(name, *[("n/a" if m[k] is None else f"{m[k]:.4f}") for k in ("aiq", "apgr", "cpt_50", "cpt_80")])
-    Console().print(table)
+    console().print(table)
     if report.get("operating_point"):
         typer.echo("operating point: " + json.dumps(report["operating_point"], default=float))
 

@@ -58,9 +58,9 @@ def _read(path: str, task: str | None, text_column: str | None = None, label_col
 
 
 def _console() -> Any:
-    from rich.console import Console
+    from tiergate.cli.common import console
 
-    return Console()
+    return console()
 
 
 def _summary(ds: Any) -> str:
