@@ -245,3 +245,28 @@ def test_decision_overhead_of_cached_embedding_routers_is_small(tmp_path, outcom
     for _ in range(50):
         routing.routers()[0].decide(request)
     assert (time.perf_counter() - t0) / 50 < 0.05
+
+
+def test_tier_pinning_can_be_turned_off() -> None:
+    """A caller could always name a tier in `model` and skip the workload's policy (a key scoped to `triage`
+    sending `model="frontier"` paid frontier prices for routine work). `routing.pin_tiers: false` leaves only the
+    names under `models:`."""
+    import pytest
+
+    from tiergate.config import parse_config
+    from tiergate.errors import NotFound
+    from tiergate.routing.policy import Routing
+
+    tiers = {"frontier": {"kind": "upstream", "base_url": "http://127.0.0.1:9/v1", "model": "gpt-4o"},
+             "small": {"kind": "upstream", "base_url": "http://127.0.0.1:9/v1", "zone": "on_prem"}}
+    models = {"gpt-4o-mini": "auto", "cheap": "small"}
+    open_routing = Routing.from_config(parse_config({"tiers": tiers, "models": models}))
+    assert open_routing.resolve_model("frontier") == "frontier"
+    closed = Routing.from_config(parse_config({"tiers": tiers, "models": models, "routing": {"pin_tiers": False}}),
+                                 extra_models={"gpt-4o": "frontier"})
+    for pinned in ("frontier", "small", "gpt-4o"):
+        with pytest.raises(NotFound, match="Known models: cheap, gpt-4o-mini"):
+            closed.resolve_model(pinned)
+    assert closed.resolve_model("gpt-4o-mini") is None and closed.resolve_model("auto") is None
+    assert closed.resolve_model("cheap") == "small"  # what the operator mapped stays
+    assert sorted(closed.model_map) == ["cheap", "gpt-4o-mini"]  # and only that is listed at /v1/models

@@ -187,6 +187,10 @@ class StoreConfig(_Model):
 class RoutingConfig(_Model):
     default_tier: str | None = Field(None, description="tier for requests no router decides")
     default_workload: str = "default"
+    pin_tiers: bool = Field(True, description="callers may pin a tier by naming it (or its model) in `model`; off: "
+                                              "only the names under `models:` are accepted, so every request goes "
+                                              "where its workload's policy sends it (a caller cannot send its "
+                                              "traffic to the frontier by naming it)")
 
 
 class Config(_Model):

@@ -95,12 +95,13 @@ class Routing:
             if wl.tier is not None:
                 routers.append(build_router(RouterSpec(kind="static", tier=wl.tier), ctx, f"workloads.{wname}.tier"))
             policies[wname] = WorkloadPolicy(wname, routers)
-        # model name -> tier name or 'auto'; tier names and tier model ids map to themselves
+        # model name -> tier name or 'auto'; tier names and tier model ids map to themselves unless pinning is off
         model_map: dict[str, str] = {}
-        for name in config.tiers:
-            model_map[name] = name
-        for model, tier in (extra_models or {}).items():
-            model_map.setdefault(model, tier)
+        if config.routing.pin_tiers:
+            for name in config.tiers:
+                model_map[name] = name
+            for model, tier in (extra_models or {}).items():
+                model_map.setdefault(model, tier)
         model_map.update(config.models)
         return cls(config, policies, policies.get(config.routing.default_workload), model_map)
 
