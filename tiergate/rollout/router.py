@@ -164,22 +164,20 @@ class RolloutRouter(Router):
             await asyncio.sleep(max(0.0, self.opts.refresh_s - (time.monotonic() - self._loaded_at)))
             if time.monotonic() - self._loaded_at >= self.opts.refresh_s:
                 try:
-                    await self._refresh_once()
+                    await asyncio.shield(self._refresh_task())
                 except Exception:  # keep following: the next round may read it
                     log.exception("rollout %s: cannot refresh the stage", self.workload)
                     self._loaded_at = time.monotonic()
 
-    async def _refresh_once(self) -> None:
-        """One refresh at a time: a request-driven one and the follower's share the task in flight."""
+    def _refresh_task(self) -> asyncio.Task[None]:
+        """The refresh in flight, or a new one: one at a time, shared by requests and the follower."""
         if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.get_running_loop().create_task(self.refresh())
-        await asyncio.shield(self._refreshing)
+        return self._refreshing
 
     def _maybe_refresh(self) -> None:
-        if self.store is None or time.monotonic() - self._loaded_at < self.opts.refresh_s:
-            return
-        if self._refreshing is None or self._refreshing.done():
-            self._refreshing = asyncio.get_running_loop().create_task(self.refresh())
+        if self.store is not None and time.monotonic() - self._loaded_at >= self.opts.refresh_s:
+            self._refresh_task()
 
     # -- routing -------------------------------------------------------------------------------------------
     async def adecide(self, req: RouteRequest) -> RouteDecision | None:
