@@ -11,6 +11,7 @@ import numpy as np
 from sqlalchemy import select
 
 from tiergate.config import parse_config
+from tiergate.gateway.metrics import Metrics
 from tiergate.monitor.config import MonitorConfig
 from tiergate.monitor.monitor import Monitor, _Item
 from tiergate.store.db import open_store
@@ -45,7 +46,8 @@ def test_made_up_workload_names_do_not_grow_the_monitor_without_bound(tmp_path: 
     workloads are always watched; of the others the first 50, as in the gateway's metrics."""
     engine = open_store(f"sqlite:///{tmp_path / 'm.db'}")
     config = parse_config({"tiers": {"small": {"kind": "local_lm"}}, "workloads": {"triage": {"tier": "small"}}})
-    monitor = Monitor(SimpleNamespace(engine=engine, config=config), MonitorConfig(workloads={"late": {}}))
+    gateway = SimpleNamespace(engine=engine, config=config, metrics=Metrics(config.workloads))  # as Gateway does
+    monitor = Monitor(gateway, MonitorConfig(workloads={"late": {}}))
 
     def record(workload: str) -> dict:
         return {"workload": workload, "role": "primary", "tier": "small", "status": "ok", "answer": "x",

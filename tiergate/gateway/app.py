@@ -29,9 +29,6 @@ def create_app(config: Config, *, engine: Engine | None = None) -> Starlette:
     owns_engine = engine is None
     engine = engine or open_store(config.store.url)
     gateway = Gateway(config, engine)
-    # the workloads the configuration names keep their own metrics label however many others callers make up
-    gateway.metrics.known_workloads.update(
-        {*config.workloads, config.routing.default_workload, *config.monitor.workloads})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -111,7 +111,8 @@ class Gateway:
     def __init__(self, config: Config, engine: Engine, *, tiers: dict[str, Tier] | None = None) -> None:
         self.config = config
         self.engine = engine
-        self.metrics = Metrics()
+        # the workloads the configuration names keep their own metrics label however many others callers make up
+        self.metrics = Metrics({*config.workloads, config.routing.default_workload, *config.monitor.workloads})
         self.tiers: dict[str, Tier] = tiers or {n: build_tier(n, c) for n, c in config.tiers.items()}
         self.breakers = {
             n: CircuitBreaker.from_config(c.breaker, name=n) for n, c in config.tiers.items()

@@ -89,8 +89,8 @@ class Metrics:
             return workload
         if not self._overflowed:
             self._overflowed = True
-            log.warning("more than %d unconfigured workload names seen: the metrics label the rest %r (records "
-                        "keep their names)", self.max_other_workloads, OTHER_WORKLOAD)
+            log.warning("more than %d unconfigured workload names seen: the metrics label the rest %r and the monitor "
+                        "does not watch them (records keep their names)", self.max_other_workloads, OTHER_WORKLOAD)
         return OTHER_WORKLOAD
 
     def bind_writer(self, depth: Callable[[], float], spilled: Callable[[], float]) -> None:

@@ -26,7 +26,7 @@ from sqlalchemy import insert
 
 from tiergate.data.dataset import input_text
 from tiergate.evaluate.metrics import match_label
-from tiergate.gateway.metrics import MAX_OTHER_WORKLOADS
+from tiergate.gateway.metrics import OTHER_WORKLOAD
 from tiergate.monitor.alerts import AlertRouter
 from tiergate.monitor.config import MonitorConfig, WorkloadMonitorConfig
 from tiergate.monitor.detector import CheckResult, DetectorSettings, DriftDetector
@@ -82,24 +82,19 @@ class Monitor:
         self._embed = embed
         self._lock = threading.Lock()
         self._worker: asyncio.Task[None] | None = None
-        self._overflowed = False
 
     # -- observer hooks ---------------------------------------------------------------------------------------
     def _wl(self, name: str) -> _Workload | None:
-        """The workload's monitoring state, made on first sight. Workload names come from callers: those the gateway
-        or monitor config names are always watched, of the others only the first `MAX_OTHER_WORKLOADS` (each holds
-        detectors and alert series; made-up names would grow memory and /metrics without bound)."""
+        """The workload's monitoring state, made on first sight. Workload names come from callers: those the monitor
+        config names are always watched, of the others those the gateway's metrics give a label of their own
+        (`Metrics.workload_label`: the configured ones and the first unconfigured ones); each holds detectors and
+        alert series, so made-up names would grow memory and /metrics without bound."""
         wl = self.workloads.get(name)
         if wl is None:
-            if name not in self.config.workloads and name not in self.gateway.config.workloads:
-                others = sum(1 for w in self.workloads if w not in self.config.workloads
-                             and w not in self.gateway.config.workloads)
-                if others >= MAX_OTHER_WORKLOADS:
-                    if not self._overflowed:
-                        self._overflowed = True
-                        log.warning("monitor: more than %d unconfigured workload names seen; the rest are not "
-                                    "monitored (name them in the config to watch them)", MAX_OTHER_WORKLOADS)
-                    return None
+            metrics = getattr(self.gateway, "metrics", None)
+            if name not in self.config.workloads and metrics is not None \
+                    and metrics.workload_label(name) == OTHER_WORKLOAD:
+                return None
             cfg = self.config.workloads.get(name) or WorkloadMonitorConfig()
             wcfg = self.gateway.config.workloads.get(name)
             task = cfg.task or (wcfg.task if wcfg is not None else None)
