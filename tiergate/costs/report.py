@@ -198,11 +198,11 @@ SECONDS_PER_DAY = 86400.0
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": SECONDS_PER_DAY, "w": 7 * SECONDS_PER_DAY}
 
 
-def parse_since(value: str | None, now: float | None = None) -> float | None:
+def parse_since(value: str | None, now: float | None = None, *, option: str = "--since") -> float | None:
     """Unix seconds from a duration back from now ("30m", "12h", "7d", "2w") or an ISO date/time (UTC unless it
     names its offset, as the reports' days are UTC days); None (no bound) for "all", nothing, or a start before
     1970 (everything captured). DataError for text that is neither, and for a start in the future (it would
-    match nothing and report an empty window as if no traffic had been captured)."""
+    match nothing and report an empty window as if no traffic had been captured), naming the input as `option`."""
     if not value or value == "all":
         return None
     import math
@@ -217,7 +217,7 @@ def parse_since(value: str | None, now: float | None = None) -> float | None:
         try:
             parsed = datetime.fromisoformat(text)
         except ValueError:
-            raise DataError(f"--since {value!r}: use a duration like 30m, 12h, 7d, 2w, an ISO date or all") from None
+            raise DataError(f"{option} {value!r}: use a duration like 30m, 12h, 7d, 2w, an ISO date or all") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
         try:
@@ -230,7 +230,7 @@ def parse_since(value: str | None, now: float | None = None) -> float | None:
         def iso(t: float) -> str:
             return datetime.fromtimestamp(t, tz=UTC).isoformat(timespec="seconds")
 
-        raise DataError(f"--since {value!r}: {iso(when)} is in the future (now {iso(current)}); nothing was "
+        raise DataError(f"{option} {value!r}: {iso(when)} is in the future (now {iso(current)}); nothing was "
                         "captured after it")
     return when
 

@@ -98,9 +98,9 @@ def _since(request: Request) -> float:
     from tiergate.costs.report import parse_since
 
     try:
-        return parse_since(request.query_params.get("since", "24h")) or 0.0
-    except TiergateError as exc:  # the reports' own reason (not a duration or date; in the future), as a query
-        raise InvalidRequest(exc.message.replace("--since", "'since'", 1), param="since") from None
+        return parse_since(request.query_params.get("since", "24h"), option="'since'") or 0.0
+    except TiergateError as exc:  # the reports' own reason (not a duration or date; in the future)
+        raise InvalidRequest(exc.message, param="since") from None
 
 
 async def dashboard(request: Request) -> Response:
