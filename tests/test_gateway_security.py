@@ -219,7 +219,7 @@ def test_a_store_outage_during_the_key_check_is_503_not_a_bug(gw: RunningGateway
     # /healthz said "ok" meanwhile: a load balancer kept sending traffic every request of which failed
     assert httpx.get(gw.url + "/healthz").json()["store"]["ok"] is True  # (its check is the gateway's engine)
     gw.gateway.engine = gw.gateway.keys.engine
-    gw.gateway._store_health = None  # type: ignore[attr-defined]  # no cached check
+    gw.gateway.store_health = None  # no cached check
     health = httpx.get(gw.url + "/healthz")
     assert health.status_code == 503 and health.json()["status"] == "degraded"
     assert health.json()["store"] == {"ok": False, "error": "OperationalError"}

@@ -111,9 +111,9 @@ async def _store_health(gw: Gateway) -> dict[str, Any]:
 
     from sqlalchemy import text
 
-    cached = getattr(gw, "_store_health", None)
+    cached = gw.store_health
     if cached is not None and time.monotonic() - cached[0] < _STORE_CHECK_S:
-        return cached[1]  # type: ignore[no-any-return]
+        return cached[1]
 
     def probe() -> None:
         with gw.engine.connect() as conn:
@@ -125,7 +125,7 @@ async def _store_health(gw: Gateway) -> dict[str, Any]:
         result: dict[str, Any] = {"ok": True}
     except Exception as exc:  # noqa: BLE001  (any failure to reach it is the answer)
         result = {"ok": False, "error": type(exc).__name__}
-    gw._store_health = (time.monotonic(), result)  # type: ignore[attr-defined]
+    gw.store_health = (time.monotonic(), result)
     return result
 
 

@@ -131,6 +131,8 @@ class Gateway:
                                admin_token=token)
         self.inflight = 0
         self.started_at = time.time()
+        self.store_health: tuple[float, dict[str, Any]] | None = None
+        """The last store check of /healthz: (monotonic time, result)."""
         self.ready = False
         # Observers see every record: `on_record(rec)` for answers, `on_shadow(primary, shadow)` for shadow pairs
         # (called before the shadow record is stored, so they may annotate it). Rollout gates and monitors.
