@@ -416,16 +416,16 @@ def _resolve_paths(config: Config, base: Path) -> None:
     working directory. A relative `model`, `adapter` or `reference` with nothing under the config's directory is
     left as written (a Hugging Face id such as `HuggingFaceTB/SmolLM2-135M-Instruct`, or a path from the working
     directory)."""
+    def beside(value: str | None) -> str | None:
+        return str(base / value) if value and not os.path.isabs(value) and (base / value).exists() else value
+
     for wl in config.monitor.workloads.values():
-        if wl.reference and not os.path.isabs(wl.reference) and (base / wl.reference).exists():
-            wl.reference = str(base / wl.reference)
+        wl.reference = beside(wl.reference)
     for tier in config.tiers.values():
-        for field in ("model", "adapter"):
-            value = getattr(tier, field, None)
-            if isinstance(tier, UpstreamTierConfig) or not value or os.path.isabs(value):
-                continue
-            candidate = base / value
-            if candidate.exists():
-                setattr(tier, field, str(candidate))
-        if isinstance(tier, LocalLMTierConfig) and tier.cache_dir and not os.path.isabs(tier.cache_dir):
-            tier.cache_dir = str(base / tier.cache_dir)
+        if isinstance(tier, UpstreamTierConfig):
+            continue  # its `model` is a name sent upstream
+        tier.model = beside(tier.model) or tier.model
+        if isinstance(tier, LocalLMTierConfig):
+            tier.adapter = beside(tier.adapter)
+            if tier.cache_dir and not os.path.isabs(tier.cache_dir):
+                tier.cache_dir = str(base / tier.cache_dir)
