@@ -69,10 +69,11 @@ class Trainer(ABC, Generic[C]):
 
 def finish_model_dir(out: Path, *, kind: str, tier_kind: str, task: Task, config: Any, data_hash: str,
                      eval_ds: Dataset | None, metrics: dict[str, Any], clean_checkpoints: bool = False,
-                     manifest_skips: tuple[str, ...] = ("history",)) -> TrainedModel:
+                     manifest_skips: tuple[str, ...] = ("history",),
+                     manifest_extra: dict[str, Any] | None = None) -> TrainedModel:
     """The last step of every trainer: write metrics.json and the manifest (kind, tier kind, task, base model,
-    data hashes, config, metrics less `manifest_skips`), drop the checkpoints when asked, make it readable as a
-    plain write would (the umask's permissions), return the model."""
+    data hashes, config, metrics less `manifest_skips`, and the trainer's own `manifest_extra`), drop the
+    checkpoints when asked, make it readable as a plain write would (the umask's permissions), return the model."""
     import json
 
     from tiergate.train.manifest import new_manifest, write_manifest
@@ -82,6 +83,7 @@ def finish_model_dir(out: Path, *, kind: str, tier_kind: str, task: Task, config
         kind=kind, tier_kind=tier_kind, task=task, base_model=config.base_model, data_hash=data_hash,
         eval_data_hash=eval_ds.data_hash() if eval_ds is not None else None, config=config.to_json(),
         metrics={k: v for k, v in metrics.items() if k not in manifest_skips})
+    manifest.update(manifest_extra or {})
     write_manifest(out, manifest)
     if clean_checkpoints:
         from tiergate.train.checkpoint import remove_checkpoints

@@ -33,9 +33,8 @@ import torch
 
 from tiergate.data.dataset import Dataset
 from tiergate.data.split import split_dataset
-from tiergate.tiers.hf import share_readable
-from tiergate.train.base import TrainedModel, Trainer
-from tiergate.train.checkpoint import latest_checkpoint, load_checkpoint, remove_checkpoints, save_checkpoint
+from tiergate.train.base import TrainedModel, Trainer, finish_model_dir
+from tiergate.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from tiergate.train.loop import DivergenceGuard, StepHook, epoch_batches, lr_lambda, make_adamw, peak_rss_mb
 from tiergate.train.lora_config import LoraTrainerConfig
 from tiergate.train.lora_data import (
@@ -46,7 +45,6 @@ from tiergate.train.lora_data import (
     left_padded,
     resolve_system_prompt,
 )
-from tiergate.train.manifest import new_manifest, write_manifest
 
 GENERATED_METRICS = {"extraction": ("json_valid", "field_f1", "exact_match"), "classification": ("accuracy",),
                      "generation": ("rouge_l",)}
@@ -290,17 +288,9 @@ class LoraTrainer(Trainer[LoraTrainerConfig]):
         # trained, and "auto" would look the base model's config up on the hub
         model.save_pretrained(str(out), save_embedding_layers=False)
         tokenizer.save_pretrained(str(out))
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        manifest = new_manifest(
-            kind="lora", tier_kind="local_lm", task=train_ds.task, base_model=config.base_model,
-            data_hash=data_hash, eval_data_hash=eval_ds.data_hash() if eval_ds is not None else None,
-            config=config.to_json(), metrics={k: v for k, v in metrics.items() if k != "history"})
-        manifest["system_prompt"] = system
-        write_manifest(out, manifest)
-        if config.clean_checkpoints:
-            remove_checkpoints(out)
-        share_readable(out)  # for vLLM or a gateway running as another user
-        return TrainedModel(path=out, kind="lora", task=train_ds.task, metrics=metrics, manifest=manifest)
+        return finish_model_dir(out, kind="lora", tier_kind="local_lm", task=train_ds.task, config=config,
+                                data_hash=data_hash, eval_ds=eval_ds, metrics=metrics,
+                                clean_checkpoints=config.clean_checkpoints, manifest_extra={"system_prompt": system})
 
     @staticmethod
     def _generated_metrics(model: Any, tokenizer: Any, config: LoraTrainerConfig, precision: Precision,
